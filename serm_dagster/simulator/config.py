@@ -1,0 +1,101 @@
+"""Configuration of the stream simulator and the registry of drift scenarios."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from . import vocab
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate. Everything written is a deterministic function of this object."""
+
+    days: int = 14
+    queries_per_day: int = 2000
+    seed: int = 7
+    start_date: str = "2026-01-01"      # first day, ISO date (UTC)
+    drift_strength: float = 1.0         # 0 = no drift at all, 1 = default, 2 = strong
+    scenario: str = "default"           # a key of SCENARIOS ("default", "none", "sudden", ...)
+    results_per_query: int = 10
+    seed_days: int = 4                  # the "seed period" at the start
+    evolving_window_days: int = 3       # the newest window at the end
+    seed_judgments: int = 3000          # judged pairs in the seed set
+    test_judgments: int = 1500          # judged pairs in EACH test set (static, evolving)
+    # --- extra knobs (defaults are what the project uses) ---
+    products: int = 900                 # base products before translation (about 4.5 docs each)
+    typo_rate: float = 0.10             # share of queries with one typo
+    glossary_never_fraction: float = 0.4  # share of new slang/brands/types the glossary never gets
+    glossary_lag_days: int = 3          # typical delay before the glossary learns a new term
+
+    def validate(self) -> "SimulationConfig":
+        if self.days < 1:
+            raise ValueError("days must be >= 1")
+        if self.queries_per_day < 1:
+            raise ValueError("queries_per_day must be >= 1")
+        if self.results_per_query < 1:
+            raise ValueError("results_per_query must be >= 1")
+        if self.drift_strength < 0:
+            raise ValueError("drift_strength must be >= 0")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; known: {sorted(SCENARIOS)}")
+        if not 0.0 <= self.glossary_never_fraction <= 1.0:
+            raise ValueError("glossary_never_fraction must be within [0, 1]")
+        if self.seed_days < 1 or self.evolving_window_days < 1:
+            raise ValueError("seed_days and evolving_window_days must be >= 1")
+        if self.products < 50:
+            raise ValueError("products must be >= 50")
+        dt.date.fromisoformat(self.start_date)
+        return self
+
+    @property
+    def start(self) -> dt.date:
+        return dt.date.fromisoformat(self.start_date)
+
+    def day(self, index: int) -> dt.date:
+        return self.start + dt.timedelta(days=index)
+
+    def day_str(self, index: int) -> str:
+        return self.day(index).isoformat()
+
+    @property
+    def effective_strength(self) -> float:
+        return float(self.drift_strength) * SCENARIOS[self.scenario].strength_multiplier
+
+
+@dataclass(frozen=True)
+class DriftScenario:
+    """How the stream drifts. Intensities are multiplied by the effective drift strength."""
+
+    name: str
+    description: str
+    strength_multiplier: float = 1.0    # 0 turns every drift off
+    new_brands: int = len(vocab.NEW_BRANDS)   # brands launched mid-stream
+    new_types: int = len(vocab.NEW_TYPES)     # product types launched mid-stream
+    slang: bool = True                  # slang terms replace category words
+    language_shift: float = 1.5         # minor languages' weight grows by (1 + shift * t)
+    length_shift: float = 0.6           # P(k attributes) grows by exp(shift * t * k)
+    burst: bool = False                 # all launches on one day (a sudden trend) vs spread out
+    ramp_days: float = 3.0              # days until a launch/slang reaches its full share
+    demand_boost: float = 2.0           # demand multiplier of launched products at full ramp
+    slang_max_share: float = 0.45       # share of a concept's queries using its slang at full ramp
+
+
+SCENARIOS: dict[str, DriftScenario] = {}
+
+
+def register_scenario(scenario: DriftScenario) -> DriftScenario:
+    """Add (or replace) a scenario in the registry; returns it."""
+    SCENARIOS[scenario.name] = scenario
+    return scenario
+
+
+register_scenario(DriftScenario(
+    "default", "gradual drift: launches spread over the post-seed days, growing minor languages "
+    "and query length, slang creeping in"))
+register_scenario(DriftScenario("none", "stationary stream (same as drift_strength=0)",
+                                strength_multiplier=0.0))
+register_scenario(DriftScenario(
+    "sudden", "a trend burst: every launch and slang term arrives on one mid-stream day and "
+    "ramps up within a day", burst=True, ramp_days=1.0, demand_boost=3.0))

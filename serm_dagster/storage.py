@@ -1,0 +1,165 @@
+"""The one storage layer: Delta tables under ``SERM_HOME/lakehouse/<layer>/<table>``.
+
+Spark computes; by default a DataFrame goes Spark -> Arrow -> ``deltalake`` (delta-rs), because
+delta-spark fetches its jars from Maven when a session starts. Where the Delta jars are on the
+session's classpath (a cluster), the same call writes natively with delta-spark. Either way each
+commit carries the lineage as JSON in ``commitInfo.userMetadata``, the field both writers share.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame, SparkSession
+
+LINEAGE_KEY = "userMetadata"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    table: str
+    path: Path
+    version: int
+    rows_written: int
+    schema: pa.Schema
+    native: bool
+
+
+def delta_jars_available(spark: "SparkSession") -> bool:
+    """True where delta-spark's classes are on the session's classpath (a cluster with the jars)."""
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    if "DeltaSparkSessionExtension" not in extensions:
+        return False
+    jvm = getattr(getattr(spark, "sparkContext", None), "_jvm", None)
+    if jvm is None:  # Spark Connect: the server was configured with the extension, trust it
+        return True
+    try:
+        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
+        return True
+    except Exception:
+        return False
+
+
+def partition_predicate(replace: Mapping[str, Iterable[Any]]) -> str:
+    """SQL predicate selecting exactly the given partition values, e.g. ``date IN ('2026-01-01')``."""
+    clauses = []
+    for column, values in replace.items():
+        quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+        clauses.append(f"{column} IN ({quoted})" if quoted else "false")
+    return " AND ".join(clauses)
+
+
+class DeltaStore:
+    """Reads and writes the lakehouse's Delta tables; a table is named ``"<layer>/<table>"``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, table: str) -> Path:
+        layer, _, name = table.partition("/")
+        if not layer or not name or "/" in name:
+            raise ValueError(f"table names look like 'layer/table', got {table!r}")
+        return self.root / layer / name
+
+    def _table(self, table: str, version: int | None = None) -> DeltaTable | None:
+        try:
+            return DeltaTable(str(self.path(table)), version=version)
+        except TableNotFoundError:
+            return None
+
+    def exists(self, table: str) -> bool:
+        return self._table(table) is not None
+
+    def version(self, table: str) -> int | None:
+        dt = self._table(table)
+        return None if dt is None else dt.version()
+
+    def read_arrow(self, table: str, version: int | None = None, filters: Any = None) -> pa.Table:
+        dt = self._table(table, version)
+        if dt is None:
+            raise FileNotFoundError(f"Delta table {table!r} does not exist yet at {self.path(table)}")
+        return dt.to_pyarrow_table(filters=filters)
+
+    def count_rows(self, table: str, version: int | None = None) -> int:
+        """Row count from the Parquet footers, without reading the data."""
+        dt = self._table(table, version)
+        return 0 if dt is None else dt.to_pyarrow_dataset().count_rows()
+
+    def read_spark(self, spark: "SparkSession", table: str, version: int | None = None,
+                   where_in: tuple[str, list] | None = None) -> "DataFrame":
+        """The table as a Spark DataFrame, optionally only rows whose ``column`` is in ``values``."""
+        if version is None:
+            version = self.version(table)
+        if version is None:
+            raise FileNotFoundError(f"Delta table {table!r} does not exist yet at {self.path(table)}")
+        if delta_jars_available(spark):
+            frame = spark.read.format("delta").option("versionAsOf", version).load(str(self.path(table)))
+            return frame.where(frame[where_in[0]].isin(list(where_in[1]))) if where_in else frame
+        data = self.read_arrow(table, version, filters=[(where_in[0], "in", list(where_in[1]))] if where_in else None)
+        return spark.createDataFrame(data) if data.num_rows else spark.createDataFrame([], _spark_schema(data.schema))
+
+    def write(
+        self,
+        table: str,
+        data: "DataFrame | pa.Table",
+        *,
+        lineage: Mapping[str, Any],
+        partition_by: list[str] | None = None,
+        replace: Mapping[str, Iterable[Any]] | None = None,
+    ) -> WriteResult:
+        """Overwrite the table, or with ``replace`` only the partitions given (others untouched)."""
+        path = self.path(table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = json.dumps(dict(lineage), sort_keys=True, default=str)
+        predicate = partition_predicate(replace) if replace else None
+        native = not isinstance(data, pa.Table) and delta_jars_available(data.sparkSession)
+        if native:
+            writer = data.write.format("delta").mode("overwrite").option(LINEAGE_KEY, metadata)
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            writer = writer.option("replaceWhere", predicate) if predicate else writer.option("overwriteSchema", "true")
+            writer.save(str(path))
+            rows = None
+        else:
+            arrow = data if isinstance(data, pa.Table) else data.toArrow()
+            write_deltalake(
+                str(path),
+                arrow,
+                mode="overwrite",
+                partition_by=partition_by,
+                predicate=predicate,
+                schema_mode=None if predicate else "overwrite",
+                commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: metadata}),
+            )
+            rows = arrow.num_rows
+        dt = DeltaTable(str(path))
+        schema = pa.schema(dt.schema().to_arrow())
+        if rows is None:
+            rows = int(dt.history(1)[0].get("operationMetrics", {}).get("numOutputRows", -1))
+        return WriteResult(table, path, dt.version(), rows, schema, native)
+
+    def history(self, table: str, limit: int | None = None) -> list[dict]:
+        dt = self._table(table)
+        return [] if dt is None else dt.history(limit)
+
+    def lineage(self, table: str, version: int | None = None) -> dict:
+        """The lineage stored with a commit (the latest by default)."""
+        for entry in self.history(table):
+            if version is None or entry.get("version") == version:
+                raw = entry.get(LINEAGE_KEY)
+                return json.loads(raw) if raw else {}
+        raise KeyError(f"no commit {version} in {table!r}")
+
+
+def _spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)

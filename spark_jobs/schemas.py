@@ -1,0 +1,343 @@
+"""The input contract and the lakehouse tables' schemas (pandera), and row-level validation.
+
+``validate_records`` types the raw text records of a landing file and checks them against the
+contract; it returns the rows kept and the rows rejected, each rejected row with its reason.
+Rows in = rows kept + rows rejected, always.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.pandas import Check, Column, DataFrameSchema
+
+from spark_jobs.landing import PARSE_ERROR, SOURCE_FILE, SOURCE_ROW
+
+EARLIEST_TS = pd.Timestamp("2000-01-01", tz="UTC")
+LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"  # BCP 47 style: en, pt-BR, und
+LABELS = (0, 1, 2, 3)
+SPLITS = ("seed", "test")
+
+TRUE_WORDS = {"true", "t", "1", "yes", "y"}
+FALSE_WORDS = {"false", "f", "0", "no", "n"}
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One landing source: its columns and their kinds (str, int, bool, float, ts, json)."""
+
+    name: str
+    kinds: dict[str, str]
+    optional: tuple[str, ...] = ()
+    schema: DataFrameSchema | None = None
+
+    @property
+    def required(self) -> list[str]:
+        return [c for c in self.kinds if c not in self.optional]
+
+
+def _not_blank(column: str, nullable: bool = False) -> Column:
+    return Column(str, Check.str_length(min_value=1), nullable=nullable, coerce=False, title=column)
+
+
+def ts_in_range(series: pd.Series) -> pd.Series:
+    latest = pd.Timestamp(datetime.now(timezone.utc)) + pd.Timedelta(days=1)
+    return series.isna() | ((series >= EARLIEST_TS) & (series <= latest))
+
+
+TS_CHECK = Check(ts_in_range, name="ts_between_2000_and_tomorrow",
+                 error="timestamp must lie between 2000-01-01 and tomorrow (epoch seconds given as milliseconds?)")
+LANGUAGE = Column(str, Check.str_matches(LANGUAGE_PATTERN), nullable=False)
+
+QUERY_LOG_FIELDS = DataFrameSchema(
+    {
+        "request_id": _not_blank("request_id"),
+        "ts": Column("datetime64[ns, UTC]", TS_CHECK, nullable=False),
+        "session_id": _not_blank("session_id"),
+        "query": Column(str, Check(lambda s: s.str.strip().str.len() > 0, name="not_blank"), nullable=False),
+        "language": LANGUAGE,
+        "doc_id": _not_blank("doc_id"),
+        "position": Column("Int64", Check.ge(1), nullable=False),
+        "clicked": Column("boolean", nullable=False),
+        "dwell_ms": Column("float64", Check.ge(0), nullable=True),
+    },
+    name="query_logs",
+)
+
+CATALOG_FIELDS = DataFrameSchema(
+    {
+        "doc_id": _not_blank("doc_id"),
+        "language": LANGUAGE,
+        "title": Column(str, Check(lambda s: s.str.strip().str.len() > 0, name="not_blank"), nullable=False),
+        "description": Column(str, nullable=True),
+        "attributes": Column(str, nullable=False),
+    },
+    name="catalog",
+)
+
+JUDGMENT_FIELDS = DataFrameSchema(
+    {
+        "query": Column(str, Check(lambda s: s.str.strip().str.len() > 0, name="not_blank"), nullable=False),
+        "doc_id": _not_blank("doc_id"),
+        "language": LANGUAGE,
+        "label": Column("Int64", Check.isin(LABELS), nullable=False),
+        "split": Column(str, Check.isin(SPLITS), nullable=False),
+        "ts": Column("datetime64[ns, UTC]", TS_CHECK, nullable=True),
+    },
+    name="judgments",
+)
+
+QUERY_LOGS = Contract(
+    "query_logs",
+    {"request_id": "str", "ts": "ts", "session_id": "str", "query": "str", "language": "str",
+     "doc_id": "str", "position": "int", "clicked": "bool", "dwell_ms": "float"},
+    optional=("dwell_ms",),
+    schema=QUERY_LOG_FIELDS,
+)
+CATALOG = Contract(
+    "catalog",
+    {"doc_id": "str", "language": "str", "title": "str", "description": "str", "attributes": "json"},
+    optional=("description", "attributes"),
+    schema=CATALOG_FIELDS,
+)
+JUDGMENTS = Contract(
+    "judgments",
+    {"query": "str", "doc_id": "str", "language": "str", "label": "int", "split": "str", "ts": "ts"},
+    optional=("ts",),
+    schema=JUDGMENT_FIELDS,
+)
+
+# Source and bookkeeping columns every bronze table carries, and the quarantine tables' shape.
+SOURCE_COLUMNS = {"source_file": Column(str), "source_row": Column("int64", Check.ge(1))}
+QUARANTINE = DataFrameSchema(
+    {
+        "source_file": Column(str),
+        "source_row": Column("int64", Check.ge(1)),
+        "columns": Column(str, nullable=True),
+        "reason": Column(str, Check.str_length(min_value=1)),
+        "record": Column(str),
+    },
+    name="quarantine",
+)
+
+
+def _coerce_column(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
+    """Type one text column; returns (typed values, error text or None per row)."""
+    present = values.notna()
+    text = values.where(present, None)
+    if kind == "str":
+        stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
+        typed = stripped.where(stripped.map(lambda v: v is not None and v != ""), None).astype(object)
+        return typed, pd.Series(None, index=values.index, dtype=object)
+    if kind in ("int", "float"):
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = present & numbers.isna()
+        if kind == "int":
+            bad |= present & numbers.notna() & (numbers != np.floor(numbers.fillna(0)))
+        message = "an integer" if kind == "int" else "a number"
+        errors = pd.Series(np.where(bad, "value " + text.astype(str).str.slice(0, 60).map(repr) + f" is not {message}", None),
+                           index=values.index, dtype=object)
+        typed = numbers.where(~bad)
+        return (typed.astype("Int64") if kind == "int" else typed.astype("float64")), errors
+    if kind == "bool":
+        lowered = text.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
+        typed = lowered.map(lambda v: True if v in TRUE_WORDS else False if v in FALSE_WORDS else None)
+        bad = present & typed.isna()
+        errors = pd.Series(np.where(bad, "value " + text.astype(str).str.slice(0, 60).map(repr) + " is not a boolean (true/false/1/0/yes/no)", None),
+                           index=values.index, dtype=object)
+        return typed.astype("boolean"), errors
+    if kind == "ts":
+        typed, errors = parse_timestamps(text)
+        return typed, errors
+    if kind == "json":
+        def parse(v):
+            if v is None or (isinstance(v, str) and not v.strip()):
+                return "{}", None
+            try:
+                obj = json.loads(v)
+            except ValueError as exc:
+                return None, f"value {v[:60]!r} is not JSON ({exc.msg})"
+            if not isinstance(obj, dict):
+                return None, f"value {v[:60]!r} is a JSON {type(obj).__name__}, not an object"
+            return json.dumps(obj, sort_keys=True, ensure_ascii=False), None
+        parsed = [parse(v) for v in text]
+        typed = pd.Series([p[0] for p in parsed], index=values.index, dtype=object)
+        errors = pd.Series([p[1] for p in parsed], index=values.index, dtype=object)
+        return typed, errors
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def parse_timestamps(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """ISO-8601 (naive means UTC) or epoch milliseconds, to UTC timestamps; errors per row."""
+    present = text.notna()
+    as_str = text.astype("string").str.strip()
+    numeric = as_str.str.fullmatch(r"-?\d+(\.\d+)?").fillna(False).astype(bool)
+    typed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    out_of_range = pd.Series(False, index=text.index)
+    if numeric.any():
+        millis = pd.to_numeric(as_str[numeric], errors="coerce")
+        in_bounds = millis.abs() < 9.2e15  # what nanosecond timestamps can hold (years 1677-2262)
+        typed[numeric] = pd.to_datetime(millis.where(in_bounds), unit="ms", utc=True, errors="coerce")
+        out_of_range[numeric] = ~in_bounds
+    iso = present & ~numeric
+    if iso.any():
+        parsed = [_parse_iso(v) for v in as_str[iso]]
+        typed[iso] = pd.Series([p if p is not OUT_OF_RANGE else pd.NaT for p in parsed],
+                               index=as_str[iso].index, dtype="datetime64[ns, UTC]")
+        out_of_range[iso] = [p is OUT_OF_RANGE for p in parsed]
+    bad = present & typed.isna()
+    shown = "value " + as_str.astype(str).str.slice(0, 60).map(repr)
+    errors = pd.Series(np.where(bad & out_of_range, shown + " is outside the years 1677-2262",
+                                np.where(bad, shown + " is not an ISO-8601 timestamp or epoch milliseconds", None)),
+                       index=text.index, dtype=object)
+    return typed, errors
+
+
+OUT_OF_RANGE = object()
+
+
+def _parse_iso(value: str):
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        # an ISO date pandas cannot hold in nanoseconds (year 2999, say) is a range problem, not a format one
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return OUT_OF_RANGE
+        except ValueError:
+            return pd.NaT
+    if ts is pd.NaT:
+        return pd.NaT
+    if not 1678 <= ts.year <= 2261:
+        return OUT_OF_RANGE
+    try:
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    except (ValueError, OverflowError):
+        return OUT_OF_RANGE
+
+
+def validate_records(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split raw records into (kept, rejected).
+
+    kept: the contract's columns, typed, plus ``source_file``/``source_row``.
+    rejected: ``source_file, source_row, columns, reason, record`` (the raw record as JSON).
+    """
+    raw = raw.reset_index(drop=True)
+    reasons: list[list[str]] = [[] for _ in range(len(raw))]
+    failed_columns: list[set[str]] = [set() for _ in range(len(raw))]
+    if PARSE_ERROR in raw:
+        for i, message in enumerate(raw[PARSE_ERROR]):
+            if isinstance(message, str):
+                reasons[i].append(message)
+
+    typed = pd.DataFrame(index=raw.index)
+    for column, kind in contract.kinds.items():
+        values = raw[column] if column in raw else pd.Series(None, index=raw.index, dtype=object)
+        typed[column], errors = _coerce_column(values, kind)
+        for i in np.flatnonzero(errors.notna().to_numpy()):
+            reasons[i].append(f"column '{column}': {errors.iat[i]}")
+            failed_columns[i].add(column)
+
+    try:
+        contract.schema.validate(typed, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        row_cases = cases[cases["index"].notna()]
+        table_cases = cases[cases["index"].isna()]
+        if len(table_cases):  # coercion above fixes every dtype, so this is a bug, not bad data
+            raise RuntimeError(f"{contract.name}: schema-level failures after coercion:\n{table_cases}")
+        for _, case in row_cases.iterrows():
+            i = int(case["index"])
+            check = str(case["check"])
+            if case["column"] in failed_columns[i]:
+                continue  # already reported as unparseable
+            value = case["failure_case"]
+            if check == "not_nullable":
+                reasons[i].append(f"column '{case['column']}': value is missing")
+            else:
+                reasons[i].append(f"column '{case['column']}': value {str(value)[:60]!r} fails {check}")
+            failed_columns[i].add(str(case["column"]))
+
+    if PARSE_ERROR in raw:  # an unparseable record has no columns to complain about
+        for i, message in enumerate(raw[PARSE_ERROR]):
+            if isinstance(message, str):
+                reasons[i], failed_columns[i] = [message], set()
+    rejected_mask = np.array([bool(r) for r in reasons], dtype=bool)
+    kept = typed[~rejected_mask].copy()
+    for column, kind in contract.kinds.items():
+        if kind == "int":
+            kept[column] = kept[column].astype("int64")
+        elif kind == "bool":
+            kept[column] = kept[column].astype(bool)
+    kept["source_file"] = raw.loc[~rejected_mask, SOURCE_FILE].astype(str)
+    kept["source_row"] = raw.loc[~rejected_mask, SOURCE_ROW].astype("int64")
+
+    raw_columns = [c for c in contract.kinds if c in raw]
+    rejected_rows = raw[rejected_mask]
+    rejected = pd.DataFrame(
+        {
+            "source_file": rejected_rows[SOURCE_FILE].astype(str),
+            "source_row": rejected_rows[SOURCE_ROW].astype("int64"),
+            "columns": [", ".join(sorted(failed_columns[i])) or None for i in np.flatnonzero(rejected_mask)],
+            "reason": ["; ".join(reasons[i]) for i in np.flatnonzero(rejected_mask)],
+            "record": [json.dumps({c: rejected_rows.at[i, c] for c in raw_columns}, ensure_ascii=False, default=str)
+                       for i in rejected_rows.index],
+        }
+    )
+    return kept.reset_index(drop=True), rejected.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lakehouse tables: what a written table must look like (asset checks validate these).
+
+
+def _table(name: str, *parts: DataFrameSchema | dict[str, Column]) -> DataFrameSchema:
+    columns: dict[str, Column] = {}
+    for part in parts:
+        columns.update(part.columns if isinstance(part, DataFrameSchema) else part)
+    return DataFrameSchema(columns, name=name, coerce=True, strict=True)
+
+
+DATE = {"date": Column("datetime64[ns]", nullable=False)}
+TABLE_SCHEMAS: dict[str, DataFrameSchema] = {
+    "bronze/query_logs": _table("bronze/query_logs", DATE, QUERY_LOG_FIELDS, SOURCE_COLUMNS),
+    "quarantine/query_logs": _table("quarantine/query_logs", DATE, QUARANTINE),
+    "bronze/ubi_events": _table("bronze/ubi_events", DATE, {
+        "kind": Column(str, Check.isin(["query", "event"])),
+        **{c: Column(str, nullable=True) for c in ("index", "action_name", "query_id", "client_id", "session_id",
+                                                  "user_query", "object_id", "object_id_field", "ordinal", "maps_to")},
+        "ts": Column("datetime64[ns, UTC]", TS_CHECK),
+        "dwell_time": Column("float64", nullable=True),
+        "document": Column(str),
+    }, SOURCE_COLUMNS),
+    "quarantine/ubi_events": _table("quarantine/ubi_events", DATE, QUARANTINE),
+    "bronze/catalog": _table("bronze/catalog", CATALOG_FIELDS, SOURCE_COLUMNS),
+    "quarantine/catalog": _table("quarantine/catalog", QUARANTINE),
+    "bronze/judgments": _table("bronze/judgments", JUDGMENT_FIELDS, SOURCE_COLUMNS),
+    "quarantine/judgments": _table("quarantine/judgments", QUARANTINE),
+    "silver/impressions": _table("silver/impressions", DATE, {
+        "query": Column(str, Check.str_length(min_value=1)),
+        "language": LANGUAGE,
+        "doc_id": Column(str),
+        "impressions": Column("int64", Check.ge(1)),
+        "clicks": Column("int64", Check.ge(0)),
+        "ctr": Column("float64", Check.in_range(0, 1)),
+        "mean_position": Column("float64", Check.ge(1)),
+        "mean_dwell_ms": Column("float64", Check.ge(0), nullable=True),
+        "sessions": Column("int64", Check.ge(1)),
+    }),
+}
+
+
+def check_table(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Failure cases of a lakehouse table against its schema (empty when it conforms)."""
+    try:
+        TABLE_SCHEMAS[name].validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return exc.failure_cases
+    return pd.DataFrame(columns=["schema_context", "column", "check", "failure_case", "index"])

@@ -1,0 +1,37 @@
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*PySpark does not yet fully support.*")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One real local Spark session for the whole test run."""
+    from serm_dagster.resources import build_spark_session
+
+    session = build_spark_session("local[2]", app_name="serm-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch) -> Path:
+    """A fresh SERM_HOME (and Dagster instance folder) for one test."""
+    from serm_dagster.settings import SermPaths
+
+    paths = SermPaths.from_env(tmp_path / "serm").ensure()
+    monkeypatch.setenv("SERM_HOME", str(paths.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
+    return paths.home
+
+
+LOG_HEADER = "request_id,ts,session_id,query,language,doc_id,position,clicked,dwell_ms"
+
+
+def write_logs_csv(path: Path, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([LOG_HEADER, *rows]) + "\n")
+    return path

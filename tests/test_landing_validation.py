@@ -1,0 +1,151 @@
+"""The input contract: every kind of malformed row is quarantined with file, row and reason."""
+
+import gzip
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from spark_jobs.landing import LandingFileError, read_records
+from spark_jobs.schemas import CATALOG, JUDGMENTS, QUERY_LOGS, validate_records
+from tests.conftest import write_logs_csv
+
+GOOD = "r1,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,true,3000"
+
+# (row, column expected in the reason, words expected in the reason)
+BAD_ROWS = [
+    ("r2,notatime,s1,red shoes,en,D1,1,true,", "ts", "not an ISO-8601 timestamp"),
+    ("r3,1767261600,s1,red shoes,en,D1,1,true,", "ts", "between 2000-01-01 and tomorrow"),  # epoch seconds
+    ("r4,2100-01-01T00:00:00Z,s1,red shoes,en,D1,1,true,", "ts", "between 2000-01-01 and tomorrow"),
+    ("r4b,2999-01-01T00:00:00Z,s1,red shoes,en,D1,1,true,", "ts", "outside the years 1677-2262"),
+    ("r5,2026-01-01T10:00:00Z,s1,   ,en,D1,1,true,", "query", "missing"),
+    ("r6,2026-01-01T10:00:00Z,s1,red shoes,EN,D1,1,true,", "language", "str_matches"),
+    ("r7,2026-01-01T10:00:00Z,s1,red shoes,en,,1,true,", "doc_id", "missing"),
+    ("r8,2026-01-01T10:00:00Z,s1,red shoes,en,D1,0,true,", "position", "greater_than_or_equal_to(1)"),
+    ("r9,2026-01-01T10:00:00Z,s1,red shoes,en,D1,two,true,", "position", "not an integer"),
+    ("r10,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1.5,true,", "position", "not an integer"),
+    ("r11,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,maybe,", "clicked", "not a boolean"),
+    ("r12,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,true,-4", "dwell_ms", "greater_than_or_equal_to(0)"),
+    ("r13,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,true,fast", "dwell_ms", "not a number"),
+    (",2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,true,", "request_id", "missing"),
+    ("r15,2026-01-01T10:00:00Z,,red shoes,en,D1,1,true,", "session_id", "missing"),
+    ("r16,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1", None, "has 7 fields, the header has 9"),
+    ("r17,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,true,,extra", None, "has 10 fields"),
+]
+
+
+def test_each_malformed_csv_row_is_quarantined_with_its_reason(tmp_path):
+    path = write_logs_csv(tmp_path / "logs.csv", [GOOD] + [row for row, _, _ in BAD_ROWS])
+    kept, rejected = validate_records(read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional), QUERY_LOGS)
+    assert kept["request_id"].tolist() == ["r1"]
+    assert len(kept) + len(rejected) == 1 + len(BAD_ROWS)
+    assert set(rejected["source_file"]) == {str(path)}
+    for number, (_, column, words) in enumerate(BAD_ROWS, start=2):
+        row = rejected[rejected["source_row"] == number]
+        assert len(row) == 1, f"row {number} not quarantined"
+        reason = row["reason"].iat[0]
+        assert words in reason, (number, reason)
+        if column:
+            assert column in row["columns"].iat[0].split(", ") and f"column '{column}'" in reason
+        assert row["record"].iat[0].startswith("{")
+
+
+def test_one_row_with_many_problems_gets_them_all(tmp_path):
+    path = write_logs_csv(tmp_path / "logs.csv", ["r1,2026-01-01T10:00:00Z,s1, ,EN,D1,0,maybe,-5"])
+    _, rejected = validate_records(read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional), QUERY_LOGS)
+    assert rejected["columns"].iat[0] == "clicked, dwell_ms, language, position, query"
+
+
+def test_typed_values_epoch_millis_and_iso_agree(tmp_path):
+    path = write_logs_csv(tmp_path / "logs.csv", [
+        "a,2026-01-01T10:00:00Z,s,q,en,D1,1,true,3000",
+        "b,1767261600000,s,q,pt-BR,D1,2,0,",
+        "c,2026-01-01 10:00:00,s,q,und,D1,3,no,",
+    ])
+    kept, rejected = validate_records(read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional), QUERY_LOGS)
+    assert rejected.empty
+    assert kept["ts"].nunique() == 1
+    assert kept["clicked"].tolist() == [True, False, False]
+    assert kept["position"].dtype == "int64" and kept["dwell_ms"].isna().tolist() == [False, True, True]
+
+
+def test_jsonl_bad_lines_and_non_objects(tmp_path):
+    path = tmp_path / "logs.jsonl"
+    good = {"request_id": "r1", "ts": 1767261600000, "session_id": "s", "query": "q", "language": "en",
+            "doc_id": "D", "position": 1, "clicked": False, "dwell_ms": None}
+    path.write_text("\n".join([json.dumps(good), "{not json", "[1, 2]", json.dumps({**good, "position": "x"})]) + "\n")
+    kept, rejected = validate_records(read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional), QUERY_LOGS)
+    assert len(kept) == 1
+    reasons = dict(zip(rejected["source_row"], rejected["reason"]))
+    assert "line 2 is not a JSON object" in reasons[2]
+    assert "line 3 is not a JSON object" in reasons[3] and "list" in reasons[3]
+    assert "column 'position'" in reasons[4]
+
+
+def test_parquet_with_wrong_types_and_nulls(tmp_path):
+    path = tmp_path / "logs.parquet"
+    pq.write_table(pa.table({
+        "request_id": ["r1", "r2", None], "ts": [1767261600000, 1767261600000, 1767261600000],
+        "session_id": ["s", "s", "s"], "query": ["q", "q", "q"], "language": ["en", "en", "en"],
+        "doc_id": ["D1", "D2", "D3"], "position": ["1", "second", "3"], "clicked": [True, False, None],
+        "dwell_ms": [1.0, None, None],
+    }), path)
+    kept, rejected = validate_records(read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional), QUERY_LOGS)
+    assert kept["request_id"].tolist() == ["r1"]
+    assert rejected["source_row"].tolist() == [2, 3]
+    assert "position" in rejected["columns"].iat[0]
+    assert rejected["columns"].iat[1] == "clicked, request_id"
+
+
+@pytest.mark.parametrize("name,content,problem", [
+    ("logs.csv", "request_id,ts,query\nr1,2026-01-01,q\n", "missing required column(s) session_id, language"),
+    ("logs.txt", "whatever", "unsupported file type"),
+    ("logs.parquet", "this is not parquet", "cannot be read as parquet"),
+    ("logs.csv", b"\xff\xfe\x00garbage", "not UTF-8 text"),
+    ("logs.jsonl", "a\nb\n", "is this really JSON Lines"),
+])
+def test_unreadable_files_fail_with_the_file_and_the_problem(tmp_path, name, content, problem):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(LandingFileError) as caught:
+        read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional)
+    assert str(path) in str(caught.value) and problem in str(caught.value)
+
+
+def test_gzipped_jsonl_is_read(tmp_path):
+    path = tmp_path / "logs.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write(json.dumps({"request_id": "r", "ts": "2026-01-01T00:00:00Z", "session_id": "s", "query": "q",
+                                 "language": "en", "doc_id": "D", "position": 1, "clicked": True, "dwell_ms": 5}))
+    kept, rejected = validate_records(read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional), QUERY_LOGS)
+    assert len(kept) == 1 and rejected.empty
+
+
+def test_catalog_attributes_must_be_a_json_object(tmp_path):
+    path = tmp_path / "catalog.csv"
+    path.write_text('doc_id,language,title,description,attributes\n'
+                    'D1,en,Red shoes,nice,"{""colour"": ""red""}"\n'
+                    'D2,en,Blue shoes,,\n'
+                    'D3,en,Bad,,"[1, 2]"\n'
+                    'D4,en,Bad,,{oops\n'
+                    'D5,en,,,\n')
+    kept, rejected = validate_records(read_records(path, CATALOG.required, CATALOG.optional), CATALOG)
+    assert kept["attributes"].tolist() == ['{"colour": "red"}', "{}"]
+    reasons = dict(zip(rejected["source_row"], rejected["reason"]))
+    assert "not an object" in reasons[3] and "not JSON" in reasons[4] and "column 'title'" in reasons[5]
+
+
+def test_judgment_labels_and_splits(tmp_path):
+    path = tmp_path / "judgments.csv"
+    path.write_text("query,doc_id,language,label,split,ts\n"
+                    "q,D1,en,3,seed,\n"
+                    "q,D2,en,4,seed,\n"
+                    "q,D3,en,2,train,\n"
+                    "q,D4,en,1,test,2026-01-05\n")
+    kept, rejected = validate_records(read_records(path, JUDGMENTS.required, JUDGMENTS.optional), JUDGMENTS)
+    assert kept["doc_id"].tolist() == ["D1", "D4"]
+    assert pd.isna(kept["ts"].iat[0]) and kept["ts"].iat[1].isoformat().startswith("2026-01-05")
+    assert "isin" in dict(zip(rejected["source_row"], rejected["reason"]))[2]
+    assert "column 'split'" in dict(zip(rejected["source_row"], rejected["reason"]))[3]
