@@ -1,0 +1,1 @@
+"""The relevance model SERM evolves: torch and transformers only (no Dagster, no Spark)."""
