@@ -134,4 +134,5 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="training", unit="step", disable=not enabled, leave=False)
+    # disable=None: a bar on a terminal, silence in logs and CI
+    return tqdm(total=total, desc="training", unit="step", disable=None if enabled else True, leave=False)

@@ -99,6 +99,66 @@ def ingest(day: Optional[list[str]] = typer.Option(None, help="only these days (
     typer.echo(f"{len(outcome['days'])} days ingested in {time.perf_counter() - started:.1f}s")
 
 
+def materialize_selection(paths: SermPaths, selection: list[str], echo=typer.echo):
+    """Materialize assets of the Definitions in process, recorded in the Dagster instance under SERM_HOME."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from serm_dagster.definitions import all_assets, all_checks, default_resources
+
+    resources = {**default_resources(), "lakehouse": _lakehouse(paths)}
+    result = materialize([*all_assets, *all_checks], resources=resources, instance=DagsterInstance.get(),
+                         selection=[AssetKey.from_user_string(s) for s in selection], raise_on_error=False,
+                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    for check in result.get_asset_check_evaluations():
+        if not check.passed:
+            echo(f"check {check.check_name} on {check.asset_key.to_user_string()} did not pass: "
+                 f"{ {k: v.value for k, v in check.metadata.items()} }")
+    if not result.success:
+        raise typer.Exit(f"run {result.run_id} failed; see the Dagster UI or its event log")
+    return result
+
+
+def _lakehouse(paths: SermPaths):
+    from serm_dagster.resources import LakehouseResource
+
+    return LakehouseResource(home=str(paths.home))
+
+
+def print_evaluation(paths: SermPaths, echo=typer.echo) -> None:
+    from models.evaluation import markdown_table
+    from serm_dagster.registry import Registry
+    from serm_dagster.storage import DeltaStore
+
+    store = DeltaStore(paths.lakehouse)
+    if not store.exists("gold/evaluations"):
+        echo("no evaluations yet")
+        return
+    registry = Registry.under(paths.home)
+    versions = {v for v in (registry.alias_version(a) for a in ("champion", "challenger", "seed")) if v}
+    table = store.read_arrow("gold/evaluations").to_pandas()
+    table = table[table["model_version"].isin(versions)]
+    table = table.assign(model="v" + table["model_version"] + " " + table["aliases"])
+    echo(markdown_table(table[table["slice_type"] != "language"]))
+
+
+@app.command()
+def train(seed: bool = typer.Option(True, "--seed/--retrain",
+                                    help="train the seed model (default) or retrain on the mixed training set")):
+    """Train (seed model, or the relevance model on the mix), evaluate and promote if better."""
+    paths = _paths()
+    model = "models/seed_model" if seed else "models/relevance_model"
+    started = time.perf_counter()
+    materialize_selection(paths, ["gold/training_sets", model, "gold/evaluations", "gold/promotions"])
+    typer.echo(f"trained {model} in {time.perf_counter() - started:.0f}s\n")
+    print_evaluation(paths)
+
+
+@app.command()
+def evaluation():
+    """The evaluation table of the champion, challenger and seed models."""
+    print_evaluation(_paths())
+
+
 @app.command()
 def tables():
     """Every Delta table: version, rows and the lineage of its latest commit."""
@@ -128,9 +188,12 @@ def demo(
     simulate(days=days, queries_per_day=queries_per_day, seed=seed, start_date="2026-01-01", drift_strength=1.0)
     ingest(day=None)
     tables()
+    typer.echo("\ntraining the seed model on the seed judgments ...")
+    train(seed=True)
     paths = _paths()
     typer.echo(f"\ndone in {time.perf_counter() - started:.0f}s. Everything is under {paths.home}.\n"
-               f"  Dagster UI: make dagster  (DAGSTER_HOME={paths.dagster_home}), then http://127.0.0.1:3000")
+               f"  Dagster UI: make dagster  (DAGSTER_HOME={paths.dagster_home}), then http://127.0.0.1:3000\n"
+               f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{paths.mlflow_db}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,24 +2,35 @@
 
 from dagster import Definitions
 
+from assets.evaluation import evaluation_assets, evaluation_checks
 from assets.ingest import ingest_assets
+from assets.training import training_assets
 from serm_dagster.checks import table_checks
-from serm_dagster.jobs import ingest_daily_job, ingest_reference_job
-from serm_dagster.resources import LakehouseResource, SparkResource
+from serm_dagster.jobs import all_jobs
+from serm_dagster.resources import LakehouseResource, MlflowResource, ModelSettings, SparkResource
 from serm_dagster.sensors import landing_sensor
 
+all_assets = [*ingest_assets, *training_assets, *evaluation_assets]
 
-def _asset_keys(assets_defs) -> list:
+
+def asset_keys(assets_defs) -> list:
     keys = []
     for item in assets_defs:
         keys.extend(getattr(item, "keys", None) or [getattr(item, "key")])
     return keys
 
 
+def default_resources() -> dict:
+    return {"spark": SparkResource(), "lakehouse": LakehouseResource(), "mlflow_resource": MlflowResource(),
+            "model_settings": ModelSettings()}
+
+
+all_checks = [*table_checks(asset_keys(all_assets)), *evaluation_checks]
+
 defs = Definitions(
-    assets=ingest_assets,
-    asset_checks=table_checks(_asset_keys(ingest_assets)),
-    jobs=[ingest_daily_job, ingest_reference_job],
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=all_jobs,
     sensors=[landing_sensor],
-    resources={"spark": SparkResource(), "lakehouse": LakehouseResource()},
+    resources=default_resources(),
 )

@@ -79,3 +79,50 @@ class LakehouseResource(ConfigurableResource):
     @property
     def store(self) -> DeltaStore:
         return DeltaStore(self.paths.lakehouse)
+
+
+class MlflowResource(ConfigurableResource):
+    """MLflow tracking + registry; SQLite and artifacts under SERM_HOME unless a URI is given."""
+
+    tracking_uri: str = ""
+    artifact_root: str = ""
+    experiment: str = "serm"
+
+    def registry(self, home: str | os.PathLike) -> "Registry":
+        from serm_dagster.registry import Registry
+
+        default = Registry.under(Path(home), self.experiment)
+        return Registry(self.tracking_uri or default.tracking_uri, self.artifact_root or default.artifact_root,
+                        self.experiment)
+
+
+class ModelSettings(ConfigurableResource):
+    """How the relevance model is built, trained, evaluated and promoted."""
+
+    backbone: str = Field(default_factory=lambda: os.environ.get("SERM_BACKBONE", "all-MiniLM-L6-v2"),
+                          description="'all-MiniLM-L6-v2' (packaged), a Hugging Face id, or a local folder")
+    device: str = Field(default="auto", description="'auto' uses the GPU when there is one")
+    epochs: int = 2
+    batch_size: int = 32
+    encoder_lr: float = 5e-5
+    head_lr: float = 1e-3
+    max_length: int = Field(default=96, description="tokens of query + title + description the model reads")
+    dropout: float = 0.1
+    seed: int = 13
+    eval_batch_size: int = 64
+    seed_weight: float = Field(default=1.0, description="training weight of the seed (SFT) pairs")
+    earlier_weight: float = Field(default=1.0, description="training weight of earlier iterations' labels")
+    current_weight: float = Field(default=1.0, description="training weight of this iteration's labels")
+    evolving_days: int = Field(default=3, description="the evolving test set: the newest N days of test judgments")
+    static_margin: float = Field(default=0.5, description="NDCG@1 points the static set may lose at promotion")
+
+    def training_config(self, progress: bool = True):
+        from models.training import TrainingConfig
+
+        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, encoder_lr=self.encoder_lr,
+                              head_lr=self.head_lr, max_length=self.max_length, seed=self.seed, progress=progress)
+
+    def mix_weights(self):
+        from models.mixing import MixWeights
+
+        return MixWeights(seed=self.seed_weight, earlier=self.earlier_weight, current=self.current_weight)

@@ -60,9 +60,14 @@ def write_asset_table(
     partition_by: list[str] | None = None,
     replace: Mapping[str, Iterable[Any]] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> MaterializeResult:
-    """Write ``data`` to the asset's table and report version, rows and schema to Dagster."""
-    result = store.write(table_name(key), data, lineage=lineage_for(context, key, upstream or {}),
+    """Write ``data`` to the asset's table and report version, rows and schema to Dagster.
+
+    ``lineage`` adds asset-specific facts to the commit's lineage (e.g. which training set it holds).
+    """
+    result = store.write(table_name(key), data,
+                         lineage={**lineage_for(context, key, upstream or {}), **(lineage or {})},
                          partition_by=partition_by, replace=replace)
     return MaterializeResult(asset_key=key, metadata={**describe(result, store), **(metadata or {})},
                              data_version=DataVersion(str(result.version)))

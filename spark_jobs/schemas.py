@@ -341,3 +341,28 @@ def check_table(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     except pa.errors.SchemaErrors as exc:
         return exc.failure_cases
     return pd.DataFrame(columns=["schema_context", "column", "check", "failure_case", "index"])
+
+TABLE_SCHEMAS.update({
+    "gold/training_sets": _table("gold/training_sets", {
+        "training_set": Column(str), "query": Column(str, Check.str_length(min_value=1)), "language": LANGUAGE,
+        "doc_id": Column(str), "doc_text": Column(str), "label": Column("int32", Check.isin(LABELS)),
+        "source": Column(str, Check.isin(["seed", "iteration"])), "iteration": Column("int32", Check.ge(0)),
+        "weight": Column("float64", Check.ge(0)),
+    }),
+    "gold/evaluations": _table("gold/evaluations", {
+        "model_version": Column(str), "aliases": Column(str), "test_set": Column(str, Check.isin(["static", "evolving"])),
+        "slice_type": Column(str, Check.isin(["overall", "family", "language"])), "slice": Column(str),
+        "metric": Column(str, Check.isin(["ndcg@1", "ndcg@4", "accuracy"])),
+        "value": Column("float64", Check.in_range(0, 100), nullable=True),
+        "n_queries": Column("int64", Check.ge(0)), "n_pairs": Column("int64", Check.ge(0)),
+        "dagster_run_id": Column(str), "judgments_version": Column("int64", nullable=True),
+    }),
+    "gold/promotions": _table("gold/promotions", {
+        "decided_at": Column("datetime64[ns, UTC]"), "dagster_run_id": Column(str),
+        "previous_champion": Column(str, nullable=True), "champion": Column(str), "promoted": Column(bool),
+        "challenger": Column(str, nullable=True), "reason": Column(str),
+        **{c: Column("float64", nullable=True) for c in ("challenger_evolving_ndcg1", "champion_evolving_ndcg1",
+                                                         "challenger_static_ndcg1", "champion_static_ndcg1")},
+        "static_margin": Column("float64"),
+    }),
+})

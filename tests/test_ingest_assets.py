@@ -9,7 +9,7 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 
 from assets.ingest import ingest_catalog, ingest_judgments, ingest_query_logs, landing_assets, silver_impressions
 from serm_dagster.checks import table_checks
-from serm_dagster.definitions import _asset_keys
+from serm_dagster.definitions import asset_keys
 from serm_dagster.resources import LakehouseResource, SparkResource
 from serm_dagster.sensors import landing_sensor
 from serm_dagster.storage import DeltaStore
@@ -18,7 +18,7 @@ from tests.conftest import write_logs_csv
 DAILY = [ingest_query_logs, silver_impressions]
 REFERENCE = [ingest_catalog, ingest_judgments]
 ALL = [*landing_assets, *DAILY, *REFERENCE]
-CHECKS = table_checks(_asset_keys(ALL))
+CHECKS = table_checks(asset_keys(ALL))
 EXPORT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ubi" / "esci_ubi_sample.ndjson"
 
 
