@@ -21,12 +21,14 @@ from serm_dagster.tables import table_name, write_asset_table
 from spark_jobs.impressions import build_impressions
 from spark_jobs.ingest import (
     CATALOG_TYPES,
+    GLOSSARY_TYPES,
     JUDGMENT_TYPES,
     QUERY_LOG_TYPES,
     UBI_EVENT_TYPES,
     Batch,
     bronze_frames,
     collect_catalog,
+    collect_glossary,
     collect_judgments,
     collect_query_logs,
     landing_index,
@@ -39,6 +41,7 @@ LANDING_LOGS = AssetKey(["landing", "logs"])
 LANDING_UBI = AssetKey(["landing", "ubi"])
 LANDING_CATALOG = AssetKey(["landing", "catalog"])
 LANDING_JUDGMENTS = AssetKey(["landing", "judgments"])
+LANDING_KNOWLEDGE = AssetKey(["landing", "knowledge"])
 BRONZE_QUERY_LOGS = AssetKey(["bronze", "query_logs"])
 QUARANTINE_QUERY_LOGS = AssetKey(["quarantine", "query_logs"])
 BRONZE_UBI_EVENTS = AssetKey(["bronze", "ubi_events"])
@@ -47,6 +50,8 @@ BRONZE_CATALOG = AssetKey(["bronze", "catalog"])
 QUARANTINE_CATALOG = AssetKey(["quarantine", "catalog"])
 BRONZE_JUDGMENTS = AssetKey(["bronze", "judgments"])
 QUARANTINE_JUDGMENTS = AssetKey(["quarantine", "judgments"])
+BRONZE_GLOSSARY = AssetKey(["bronze", "glossary"])
+QUARANTINE_GLOSSARY = AssetKey(["quarantine", "glossary"])
 SILVER_IMPRESSIONS = AssetKey(["silver", "impressions"])
 
 # Files dropped into SERM_HOME/landing/<source>/ by the user (or `serm simulate`): external assets,
@@ -60,6 +65,9 @@ landing_assets = [
               description="Catalogue files in SERM_HOME/landing/catalog/."),
     AssetSpec(LANDING_JUDGMENTS, group_name=GROUP, kinds={"file"}, owners=OWNERS,
               description="Judged pairs (seed and test splits) in SERM_HOME/landing/judgments/."),
+    AssetSpec(LANDING_KNOWLEDGE, group_name=GROUP, kinds={"file"}, owners=OWNERS,
+              description="The company's glossary or taxonomy (term, language, concept, kind, added) in "
+                          "SERM_HOME/landing/knowledge/: what the knowledge agent knows about query terms."),
 ]
 
 
@@ -150,6 +158,11 @@ ingest_judgments = _reference_asset(
     JUDGMENT_TYPES, ["split", "query", "language", "doc_id"], "judgment",
     "Judged query-document pairs: the seed (SFT) set and the test sets, labels 0-3.")
 
+ingest_glossary = _reference_asset(
+    "ingest_glossary", BRONZE_GLOSSARY, QUARANTINE_GLOSSARY, LANDING_KNOWLEDGE, collect_glossary, GLOSSARY_TYPES,
+    ["term", "language", "concept"], "glossary entry",
+    "The glossary: which concept (category, brand, attribute value) each term names, and since when it is known.")
+
 
 @asset(
     key=SILVER_IMPRESSIONS,
@@ -174,4 +187,5 @@ def silver_impressions(context: AssetExecutionContext, spark: SparkResource,
                              upstream={source: version}, partition_by=["date"], replace={"date": days})
 
 
-ingest_assets = [*landing_assets, ingest_query_logs, ingest_catalog, ingest_judgments, silver_impressions]
+ingest_assets = [*landing_assets, ingest_query_logs, ingest_catalog, ingest_judgments, ingest_glossary,
+                 silver_impressions]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     AutomationCondition,
@@ -14,11 +15,12 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     asset,
+    asset_check,
 )
 
 from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS
 from models.mixing import COLUMNS as TRAINING_COLUMNS
-from models.mixing import mix_training_set
+from models.mixing import PAIR_KEY, mix_training_set
 from models.relevance import RelevanceModel
 from models.training import train
 from serm_dagster.registry import CHALLENGER, CHAMPION, MODEL_NAME
@@ -87,7 +89,9 @@ def training_sets(context: AssetExecutionContext, spark: SparkResource, lakehous
     iterations = _consensus_by_iteration(session, store, documents)
     if store.exists(table_name(CONSENSUS_LABELS)):
         upstream[table_name(CONSENSUS_LABELS)] = store.version(table_name(CONSENSUS_LABELS))
-    mixed = mix_training_set(seed, iterations, weights=model_settings.mix_weights())
+    test_pairs = labelled_pairs(store.read_spark(session, table_name(BRONZE_JUDGMENTS)).where("split = 'test'"),
+                                documents).select(*PAIR_KEY).distinct().toPandas()
+    mixed = without_pairs(mix_training_set(seed, iterations, weights=model_settings.mix_weights()), test_pairs)
     current = max(iterations, default=0)
     digest = hashlib.sha1(pd.util.hash_pandas_object(mixed[TRAINING_COLUMNS], index=False).values.tobytes()).hexdigest()
     training_set = f"iter{current:03d}-{digest[:10]}"
@@ -100,6 +104,15 @@ def training_sets(context: AssetExecutionContext, spark: SparkResource, lakehous
         metadata={"training_set": training_set, "iteration": current, "pairs": len(mixed),
                   "composition": MetadataValue.md(counts.to_markdown(index=False))},
     )
+
+
+def without_pairs(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` less the rows whose (query, language, doc_id) is in ``pairs``: a test pair the miner picked
+    and the agents labelled must not reach training, or the evaluation would grade the model on its homework."""
+    if pairs.empty:
+        return frame
+    marked = frame.merge(pairs[PAIR_KEY].drop_duplicates().assign(_test=True), on=PAIR_KEY, how="left")
+    return marked[marked["_test"].isna()].drop(columns="_test").reset_index(drop=True)
 
 
 def load_training_set(store, training_set: str | None = None, sources: tuple[str, ...] | None = None
@@ -196,4 +209,17 @@ def relevance_model(context: AssetExecutionContext, lakehouse: LakehouseResource
     return train_and_register(context, lakehouse, mlflow_resource, model_settings, "relevance", None)
 
 
+@asset_check(asset=TRAINING_SETS, description="no pair of the test judgments is in the newest training set")
+def no_test_pairs_in_training(spark: SparkResource, lakehouse: LakehouseResource) -> AssetCheckResult:
+    session, store = spark.get_session(), lakehouse.store
+    training_set, version, rows = load_training_set(store)
+    test = store.read_spark(session, table_name(BRONZE_JUDGMENTS)).where("split = 'test'")
+    test_pairs = labelled_pairs(test, _documents(session, store)).select(*PAIR_KEY).distinct().toPandas()
+    leaked = rows.merge(test_pairs, on=PAIR_KEY)
+    return AssetCheckResult(passed=leaked.empty, metadata={
+        "training_set": training_set, "delta_version": version, "leaked_pairs": len(leaked),
+        "sample": MetadataValue.md(leaked[PAIR_KEY].head(10).to_markdown(index=False) if len(leaked) else "none")})
+
+
 training_assets = [training_sets, seed_model, relevance_model]
+training_checks = [no_test_pairs_in_training]

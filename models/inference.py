@@ -1,102 +1,178 @@
-"""Batched scoring, fast on a CPU and on the GPU when there is one; the miner's model signals."""
+"""Batched scoring, fast on a CPU and on the GPU when there is one; the miner's model signals.
+
+The disagreement and uncertainty agents call ``Scorer.mc_dropout`` + ``disagreement`` and
+``Scorer.predict_proba`` + ``entropy``.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.relevance import RelevanceModel, expected_score
+from models.relevance import LABELS, RelevanceModel, expected_score
+
+_LENGTH_CHUNK = 8192  # pairs tokenized at a time to measure lengths: bounded memory on big inputs
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"``: the GPU when there is one, else the CPU; anything else is passed to torch."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def set_cpu_threads(threads: int | None = None) -> None:
-    """Intra-op threads = the cores we may use (torch's default can oversubscribe small machines)."""
-    threads = threads or int(os.environ.get("SERM_TORCH_THREADS", 0)) or len(os.sched_getaffinity(0))
+def available_cores() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup (container) CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def set_cpu_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op CPU threads; returns the count in use.
+
+    ``threads`` given: exactly that. Otherwise ``SERM_TORCH_THREADS`` if set, else torch's current count
+    capped at the cores we may use: torch counts the host's cores, and more threads than cores makes
+    every operator wait for descheduled threads (on a shared 2-core machine that is 1000x slower for
+    small operators). A lower count the caller chose (e.g. 1 in tests) is left alone.
+    """
+    if threads is None and os.environ.get("SERM_TORCH_THREADS"):
+        threads = int(os.environ["SERM_TORCH_THREADS"])
+    if threads is None:
+        threads = min(torch.get_num_threads(), available_cores())
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    return threads
+
+
+def cuda_autocast_dtype() -> torch.dtype:
+    """bf16 where the GPU has it (fp32's range: no overflow, no loss scaling needed), else fp16."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class Scorer:
     """Scores (query, document text) pairs with a RelevanceModel.
 
-    Pairs are sorted by length and batched with dynamic padding (a batch is only as long as its
-    longest pair), then results are put back in input order.
+    Pairs are sorted by token length and cut into batches with dynamic padding (a batch is only as
+    long as its longest pair, so short pairs do not pay for long ones); results come back in input
+    order. Eval mode and ``torch.inference_mode`` for scoring; bf16/fp16 autocast on a GPU.
     """
 
-    def __init__(self, model: RelevanceModel, tokenizer, device: str = "auto", batch_size: int = 64,
-                 max_length: int | None = None):
+    def __init__(self, model: RelevanceModel, tokenizer=None, device: str = "auto", batch_size: int = 64,
+                 max_length: int | None = None, num_threads: int | None = None):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        if self.tokenizer is None:
+            raise ValueError("no tokenizer: pass one, or build the model with from_backbone/load")
         self.batch_size = batch_size
         self.max_length = max_length or model.max_length
         if self.device.type == "cpu":
-            set_cpu_threads()
+            set_cpu_threads(num_threads)
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs) -> "Scorer":
+        """A scorer for a model saved with ``RelevanceModel.save``."""
         model, tokenizer = RelevanceModel.load(folder)
         return cls(model, tokenizer, **kwargs)
 
-    def _batches(self, queries: Sequence[str], docs: Sequence[str]):
-        lengths = [len(q) + len(d) for q, d in zip(queries, docs)]  # characters: a cheap proxy for tokens
-        order = np.argsort(lengths, kind="stable")
+    # -- batching -------------------------------------------------------------------------------
+
+    def _token_lengths(self, queries: list[str], docs: list[str]) -> np.ndarray:
+        lengths = []
+        for start in range(0, len(queries), _LENGTH_CHUNK):
+            encoded = self.tokenizer(queries[start:start + _LENGTH_CHUNK], docs[start:start + _LENGTH_CHUNK],
+                                     truncation=True, max_length=self.max_length)
+            lengths.extend(len(ids) for ids in encoded["input_ids"])
+        return np.asarray(lengths, dtype=np.int64)
+
+    def _batches(self, queries: Sequence[str], docs: Sequence[str]) -> Iterator[tuple[np.ndarray, dict]]:
+        """``(input positions, tensors)`` per batch, the batches formed from length-sorted pairs."""
+        order = np.argsort(self._token_lengths(queries, docs), kind="stable")
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             encoded = self.tokenizer([queries[i] for i in index], [docs[i] for i in index], padding=True,
                                      truncation=True, max_length=self.max_length, return_tensors="pt")
             yield index, {k: v.to(self.device) for k, v in encoded.items()}
 
-    def _forward(self, batch) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+    def _forward(self, batch: dict) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return self.model(**batch).float()
+        with torch.autocast("cuda", dtype=cuda_autocast_dtype()):
             return self.model(**batch).float()
 
+    @staticmethod
+    def _as_lists(queries: Sequence[str], docs: Sequence[str]) -> tuple[list[str], list[str]]:
+        # lists of str: pandas Series would index by label, and tokenizers reject non-strings
+        queries, docs = [_text(q) for q in queries], [_text(d) for d in docs]
+        if len(queries) != len(docs):
+            raise ValueError(f"{len(queries)} queries but {len(docs)} documents")
+        return queries, docs
+
+    # -- the model's outputs --------------------------------------------------------------------
+
     def predict_proba(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
-        """Pr(y | q, d) for each pair: an array [N, 4] (eval mode: deterministic)."""
+        """Pr(y | q, d) for each pair: ``[N, 4]``, rows summing to 1 (eval mode: deterministic)."""
+        queries, docs = self._as_lists(queries, docs)
+        out = np.zeros((len(queries), len(LABELS)), dtype=np.float64)
         self.model.eval()
-        out = np.zeros((len(queries), 4), dtype=np.float64)
         with torch.inference_mode():
             for index, batch in self._batches(queries, docs):
                 out[index] = torch.softmax(self._forward(batch), dim=-1).cpu().numpy()
         return out
 
     def score(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        """f(q, d) = sum_y y * Pr(y | q, d) for each pair: ``[N]`` in [0, 3]."""
         return expected_score(self.predict_proba(queries, docs))
 
     def mc_dropout(self, queries: Sequence[str], docs: Sequence[str], k: int = 8, seed: int = 0) -> np.ndarray:
-        """Expected scores from ``k`` stochastic passes with dropout active: an array [N, k]."""
+        """Expected scores from ``k`` stochastic passes with dropout active: ``[N, k]``.
+
+        Only the dropout modules are in train mode (MC dropout); no gradients. Dropout draws from
+        torch's global generator (``nn.Dropout`` takes no generator), so it is forked and seeded here:
+        the same seed, batch size and inputs give the same samples, and the caller's random state is
+        untouched.
+        """
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        queries, docs = self._as_lists(queries, docs)
         out = np.zeros((len(queries), k), dtype=np.float64)
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            with dropout_active(self.model), torch.inference_mode():
-                for index, batch in self._batches(queries, docs):
-                    for sample in range(k):
-                        probs = torch.softmax(self._forward(batch), dim=-1)
-                        out[index, sample] = expected_score(probs).cpu().numpy()
-        finally:
-            torch.random.set_rng_state(generator_state)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), dropout_active(self.model), torch.inference_mode():
+            torch.manual_seed(seed)
+            for index, batch in self._batches(queries, docs):
+                for sample in range(k):
+                    probs = torch.softmax(self._forward(batch), dim=-1)
+                    out[index, sample] = expected_score(probs).cpu().numpy()
         return out
+
+
+def _text(value) -> str:
+    """A missing text (None, NaN) is an empty one, not the word "nan"."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 @contextmanager
 def dropout_active(model: nn.Module):
     """Only the dropout layers in train mode (MC dropout); everything else stays in eval mode."""
     model.eval()
-    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
-    for module in dropouts:
-        module.train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.train()
     try:
         yield model
     finally:
@@ -104,13 +180,15 @@ def dropout_active(model: nn.Module):
 
 
 def disagreement(samples: np.ndarray) -> np.ndarray:
-    """MD(q, d) = max_{i,j} |f_i - f_j| over the stochastic judgments (= max - min per row)."""
+    """MD(q, d) = max_{i,j} |f_i - f_j| over the k stochastic judgments of each row (= max - min)."""
     samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 2 or samples.shape[1] == 0:
+        raise ValueError(f"expected samples of shape [N, k] with k >= 1, got {samples.shape}")
     return samples.max(axis=1) - samples.min(axis=1)
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
-    """MU(q, d) = -sum_y Pr(y) log Pr(y) (natural log; 0 log 0 = 0)."""
+    """MU(q, d) = -sum_y Pr(y) log Pr(y) over the last axis (natural log; 0 log 0 = 0)."""
     probs = np.asarray(probs, dtype=np.float64)
-    logs = np.log(np.where(probs > 0, probs, 1.0))
+    logs = np.log(np.where(probs > 0, probs, 1.0))  # log 1 = 0 where p = 0: no -inf, no warning
     return -(probs * logs).sum(axis=-1)

@@ -1,10 +1,11 @@
-"""Fine-tuning the cross-encoder: weighted NLL of the label, AdamW, warm-up, clipping, AMP on GPU."""
+"""Fine-tuning the cross-encoder: weighted NLL of the label, AdamW, warm-up, clipping, AMP on a GPU."""
 
 from __future__ import annotations
 
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -12,8 +13,8 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from models.inference import pick_device, set_cpu_threads
-from models.relevance import RelevanceModel
+from models.inference import cuda_autocast_dtype, pick_device, set_cpu_threads
+from models.relevance import LABELS, RelevanceModel
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,13 @@ class TrainingConfig:
     epochs: int = 2
     batch_size: int = 32
     encoder_lr: float = 3e-5
-    head_lr: float = 1e-3  # the head starts from scratch: it needs a larger step than the encoder
+    head_lr: float = 1e-3  # the head starts from scratch: it needs a larger step than the pretrained encoder
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     max_length: int = 128
     seed: int = 13
-    mixed_precision: bool = True  # used on CUDA only
+    mixed_precision: bool = True  # used on CUDA only: bf16 where supported, else fp16 with a GradScaler
     progress: bool = True
 
     def as_params(self) -> dict:
@@ -40,19 +41,18 @@ class TrainingReport:
     steps: int
     seconds: float
     step_losses: list[float] = field(default_factory=list)
-    epoch_losses: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)  # mean weighted loss per epoch
     epoch_pairs_per_second: list[float] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    torch.manual_seed(seed)  # also seeds every GPU
 
 
 def _linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+    """Learning rate factor: linear from ~0 to 1 over the warm-up steps, then linear down to 0."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
@@ -61,70 +61,96 @@ def _linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: TrainingConfig = TrainingConfig(),
-          device: str = "auto") -> TrainingReport:
-    """Train on ``examples`` (``query, doc_text, label`` and optional ``weight``) in place."""
+def _check_examples(examples: pd.DataFrame) -> tuple[list[str], list[str], torch.Tensor, torch.Tensor]:
+    missing = {"query", "doc_text", "label"} - set(examples.columns)
+    if missing:
+        raise ValueError(f"training examples lack columns {sorted(missing)}")
     if examples.empty:
         raise ValueError("no training examples")
+    labels = examples["label"].to_numpy()
+    if not np.isin(labels, LABELS).all():
+        raise ValueError(f"labels must be in {LABELS}; got {sorted(set(labels.tolist()) - set(LABELS))}")
+    weights = (examples["weight"].to_numpy(dtype=np.float64) if "weight" in examples
+               else np.ones(len(examples)))
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError("example weights must be finite, >= 0 and not all 0")
+    # Loss normaliser: the mean weight over the whole set (see train()).
+    weights = weights / weights.mean()
+    return (examples["query"].astype(str).tolist(), examples["doc_text"].astype(str).tolist(),
+            torch.tensor(labels.astype(np.int64)), torch.tensor(weights, dtype=torch.float32))
+
+
+def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: TrainingConfig = TrainingConfig(),
+          device: str = "auto") -> TrainingReport:
+    """Train ``model`` in place on ``examples`` (``query, doc_text, label`` and optional ``weight``).
+
+    ``tokenizer`` None: the one kept on the model. Returns the losses, throughput and device used.
+
+    Loss: per-example weighted NLL of the label, ``sum_i w_i * -log Pr(y_i | q_i, d_i) / sum_i w_i``
+    in expectation over batches. Each batch's sum is divided by its size times the mean weight of the
+    whole set, not by its own weight sum: the latter would cancel the weights whenever a batch happens
+    to hold a single source, while this keeps the mixing weights relative across the whole set and
+    the loss scale (and so the learning rate) independent of their overall scale.
+
+    Reproducible on a CPU: the same seed gives the same shuffles (a seeded ``torch.Generator``), the
+    same dropout masks (torch's global generator, seeded here) and so identical weights.
+    """
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    queries, docs, labels, weights = _check_examples(examples)
     seed_everything(config.seed)
     target = pick_device(device)
     if target.type == "cpu":
         set_cpu_threads()
     model.to(target).train()
-    queries = examples["query"].tolist()
-    docs = examples["doc_text"].tolist()
-    labels = torch.tensor(examples["label"].to_numpy(dtype=np.int64))
-    weights = torch.tensor(examples["weight"].to_numpy(dtype=np.float32) if "weight" in examples
-                           else np.ones(len(examples), dtype=np.float32))
 
     head = list(model.head.parameters())
     head_ids = {id(p) for p in head}
-    rest = [p for p in model.parameters() if id(p) not in head_ids]
-    decay = [p for p in rest if p.ndim > 1]
-    no_decay = [p for p in rest if p.ndim <= 1]  # biases and LayerNorm: no weight decay, as usual for BERTs
+    encoder = [p for p in model.parameters() if id(p) not in head_ids]
     optimizer = torch.optim.AdamW([
-        {"params": decay, "lr": config.encoder_lr, "weight_decay": config.weight_decay},
-        {"params": no_decay, "lr": config.encoder_lr, "weight_decay": 0.0},
+        {"params": [p for p in encoder if p.ndim > 1], "lr": config.encoder_lr, "weight_decay": config.weight_decay},
+        # biases and LayerNorm weights: no weight decay, as usual for BERTs
+        {"params": [p for p in encoder if p.ndim <= 1], "lr": config.encoder_lr, "weight_decay": 0.0},
         {"params": head, "lr": config.head_lr, "weight_decay": 0.0},
     ])
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
+    steps_per_epoch = math.ceil(len(queries) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = _linear_warmup_decay(optimizer, int(total_steps * config.warmup_ratio), total_steps)
     use_amp = config.mixed_precision and target.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = cuda_autocast_dtype() if use_amp else torch.float32
+    # fp16 needs loss scaling against gradient underflow; bf16 has fp32's range and does not
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    generator = torch.Generator().manual_seed(config.seed)
+    shuffler = torch.Generator().manual_seed(config.seed)
 
     report = TrainingReport(device=str(target), steps=0, seconds=0.0)
     started = time.perf_counter()
     progress = _progress(total_steps, config.progress)
     for epoch in range(config.epochs):
-        order = torch.randperm(len(examples), generator=generator)
+        order = torch.randperm(len(queries), generator=shuffler)
         epoch_started, epoch_loss = time.perf_counter(), 0.0
         for start in range(0, len(order), config.batch_size):
-            index = order[start:start + config.batch_size].tolist()
-            batch = tokenizer([queries[i] for i in index], [docs[i] for i in index], padding=True, truncation=True,
-                              max_length=config.max_length, return_tensors="pt").to(target)
-            with torch.autocast(target.type, dtype=amp_dtype, enabled=use_amp):
+            index = order[start:start + config.batch_size]
+            batch = tokenizer([queries[i] for i in index.tolist()], [docs[i] for i in index.tolist()], padding=True,
+                              truncation=True, max_length=config.max_length, return_tensors="pt").to(target)
+            with torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext():
                 logits = model(**batch)
-            losses = F.cross_entropy(logits.float(), labels[index].to(target), reduction="none")
-            batch_weights = weights[index].to(target)
-            loss = (losses * batch_weights).sum() / batch_weights.sum().clamp(min=1e-8)
+            nll = F.cross_entropy(logits.float(), labels[index].to(target), reduction="none")
+            loss = (nll * weights[index].to(target)).mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            step_loss = float(loss.detach())
             report.steps += 1
-            report.step_losses.append(float(loss.detach()))
-            epoch_loss += float(loss.detach()) * len(index)
+            report.step_losses.append(step_loss)
+            epoch_loss += step_loss * len(index)
             progress.update(1)
-            progress.set_postfix(epoch=epoch + 1, loss=f"{report.step_losses[-1]:.3f}")
+            progress.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.3f}")
         elapsed = time.perf_counter() - epoch_started
-        report.epoch_losses.append(epoch_loss / len(examples))
-        report.epoch_pairs_per_second.append(len(examples) / max(elapsed, 1e-9))
+        report.epoch_losses.append(epoch_loss / len(queries))
+        report.epoch_pairs_per_second.append(len(queries) / max(elapsed, 1e-9))
     progress.close()
     model.eval()
     report.seconds = time.perf_counter() - started
@@ -134,5 +160,5 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    # disable=None: a bar on a terminal, silence in logs and CI
+    # disable=None: a bar on a terminal, silence when output goes to a log file or CI
     return tqdm(total=total, desc="training", unit="step", disable=None if enabled else True, leave=False)

@@ -60,7 +60,8 @@ def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.e
     """Materialize the ingestion assets in process for every day found in landing/."""
     from dagster import DagsterInstance, materialize
 
-    from assets.ingest import ingest_catalog, ingest_judgments, ingest_query_logs, landing_assets, silver_impressions
+    from assets.ingest import (ingest_catalog, ingest_glossary, ingest_judgments, ingest_query_logs, landing_assets,
+                               silver_impressions)
     from serm_dagster.partitions import daily_partitions
     from serm_dagster.resources import LakehouseResource, SparkResource
     from spark_jobs.ingest import home_day, landing_index
@@ -76,9 +77,10 @@ def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.e
     if outside:
         raise typer.BadParameter(f"days {outside[0]}..{outside[-1]} lie outside the daily partitions "
                                  f"(start {daily_partitions.start:%Y-%m-%d}); set SERM_PARTITIONS_START")
-    reference = materialize([*landing_assets, ingest_catalog, ingest_judgments], resources=resources,
-                            instance=instance, selection=[ingest_catalog, ingest_judgments], run_config=quiet)
-    echo(f"ingested catalogue and judgments (run {reference.run_id})")
+    reference_assets = [ingest_catalog, ingest_judgments, ingest_glossary]
+    reference = materialize([*landing_assets, *reference_assets], resources=resources,
+                            instance=instance, selection=reference_assets, run_config=quiet)
+    echo(f"ingested catalogue, judgments and glossary (run {reference.run_id})")
     runs = []
     for first, last in _contiguous(wanted):
         result = materialize(
@@ -175,6 +177,29 @@ def tables():
             span = f" days {keys[0]}..{keys[-1]}" if keys else ""
             typer.echo(f"{name:28} {store.version(name):>7} {store.count_rows(name):>9}  "
                        f"run {str(lineage.get('dagster_run_id'))[:8]}{span}")
+
+
+@app.command()
+def sql(query: str = typer.Argument(..., help="an analytic's name (a file in sql/) or any SELECT statement"),
+        limit: int = typer.Option(50, help="rows to print at most")):
+    """Run one agreement analytic by name, or any SELECT over agent_votes, agent_labels, consensus_labels and
+    judgments (the Delta tables, registered by name in DuckDB)."""
+    import duckdb
+
+    from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
+    from serm_dagster.storage import DeltaStore
+
+    con = connect(DeltaStore(_paths().lakehouse))
+    try:
+        name = query.strip()
+        frame = run_analytic(con, name) if name in list_analytics() else run_query(con, query)
+    except (KeyError, ValueError, duckdb.Error) as exc:
+        raise typer.BadParameter(f"{exc}; analytics: {', '.join(list_analytics())}") from exc
+    finally:
+        con.close()
+    typer.echo(frame.head(limit).to_markdown(index=False) if len(frame) else "(no rows)")
+    if len(frame) > limit:
+        typer.echo(f"... {len(frame) - limit} more rows (--limit)")
 
 
 @app.command()

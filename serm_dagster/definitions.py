@@ -2,15 +2,27 @@
 
 from dagster import Definitions
 
+from assets.analytics import analytics_assets
+from assets.annotation import annotation_assets
 from assets.evaluation import evaluation_assets, evaluation_checks
 from assets.ingest import ingest_assets
-from assets.training import training_assets
+from assets.iterations import iteration_assets
+from assets.mining import mining_assets
+from assets.training import training_assets, training_checks
 from serm_dagster.checks import table_checks
 from serm_dagster.jobs import all_jobs
-from serm_dagster.resources import LakehouseResource, MlflowResource, ModelSettings, SparkResource
-from serm_dagster.sensors import landing_sensor
+from serm_dagster.resources import (
+    AnnotatorSettings,
+    LakehouseResource,
+    MiningSettings,
+    MlflowResource,
+    ModelSettings,
+    SparkResource,
+)
+from serm_dagster.sensors import landing_sensor, retraining_sensor, two_weekly_iteration
 
-all_assets = [*ingest_assets, *training_assets, *evaluation_assets]
+all_assets = [*ingest_assets, *mining_assets, *annotation_assets, *training_assets, *evaluation_assets,
+              *iteration_assets, *analytics_assets]
 
 
 def asset_keys(assets_defs) -> list:
@@ -22,15 +34,17 @@ def asset_keys(assets_defs) -> list:
 
 def default_resources() -> dict:
     return {"spark": SparkResource(), "lakehouse": LakehouseResource(), "mlflow_resource": MlflowResource(),
-            "model_settings": ModelSettings()}
+            "model_settings": ModelSettings(), "mining_settings": MiningSettings(),
+            "annotator_settings": AnnotatorSettings()}
 
 
-all_checks = [*table_checks(asset_keys(all_assets)), *evaluation_checks]
+all_checks = [*table_checks(asset_keys(all_assets)), *training_checks, *evaluation_checks]
 
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=all_jobs,
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, retraining_sensor],
+    schedules=[two_weekly_iteration],
     resources=default_resources(),
 )

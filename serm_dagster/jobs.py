@@ -2,8 +2,12 @@
 
 from dagster import AssetSelection, define_asset_job
 
+from assets.analytics import agent_agreement
+from assets.annotation import annotate_mined_samples
 from assets.evaluation import evaluations, promotions
-from assets.ingest import ingest_catalog, ingest_judgments, ingest_query_logs, silver_impressions
+from assets.ingest import ingest_catalog, ingest_glossary, ingest_judgments, ingest_query_logs, silver_impressions
+from assets.iterations import iterations
+from assets.mining import drift_reports, mined_samples
 from assets.training import relevance_model, seed_model, training_sets
 
 ingest_daily_job = define_asset_job(
@@ -13,8 +17,8 @@ ingest_daily_job = define_asset_job(
 )
 ingest_reference_job = define_asset_job(
     "ingest_reference_job",
-    selection=AssetSelection.assets(ingest_catalog, ingest_judgments),
-    description="Ingest the catalogue and the judgments.",
+    selection=AssetSelection.assets(ingest_catalog, ingest_judgments, ingest_glossary),
+    description="Ingest the catalogue, the judgments and the glossary.",
 )
 seed_model_job = define_asset_job(
     "seed_model_job",
@@ -23,7 +27,21 @@ seed_model_job = define_asset_job(
 )
 retrain_job = define_asset_job(
     "retrain_job",
-    selection=AssetSelection.assets(training_sets, relevance_model, evaluations, promotions),
-    description="Assemble the training mix, retrain, evaluate against the champion and promote if better.",
+    selection=AssetSelection.assets(annotate_mined_samples, agent_agreement, training_sets, relevance_model,
+                                    evaluations, promotions, iterations),
+    description="Label the newest mined samples, assemble the training mix, retrain, evaluate against the champion "
+                "and promote if better.",
 )
-all_jobs = [ingest_daily_job, ingest_reference_job, seed_model_job, retrain_job]
+mining_job = define_asset_job(
+    "mining_job",
+    selection=AssetSelection.assets(drift_reports, mined_samples),
+    description="Report drift of the newest window and mine the pairs worth labelling.",
+)
+iteration_job = define_asset_job(
+    "iteration_job",
+    selection=AssetSelection.assets(drift_reports, mined_samples, annotate_mined_samples, agent_agreement,
+                                    training_sets, relevance_model, evaluations, promotions, iterations),
+    description="One SERM iteration over the newest window: drift, mining, annotation, training mix, retraining, "
+                "evaluation, promotion.",
+)
+all_jobs = [ingest_daily_job, ingest_reference_job, seed_model_job, retrain_job, mining_job, iteration_job]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import Config, ConfigurableResource
 from pydantic import Field, PrivateAttr
 
 from serm_dagster.settings import SermPaths
@@ -126,3 +126,76 @@ class ModelSettings(ConfigurableResource):
         from models.mixing import MixWeights
 
         return MixWeights(seed=self.seed_weight, earlier=self.earlier_weight, current=self.current_weight)
+
+
+class MiningSettings(ConfigurableResource):
+    """The newest window, the drift report and the miner's thresholds (see spark_jobs/mining.py)."""
+
+    window_days: int = Field(default=3, description="days in the newest window of the stream an iteration mines")
+    tau_u_ms: float = 30_000.0
+    tau_c: float = 1.5
+    tau_cm: float = 0.35
+    min_support: float = 1.0
+    tau_position: float = 3.0
+    tau_md: float | None = Field(default=None, description="MC-dropout gap threshold; None: model_flag_quantile")
+    tau_mu: float | None = Field(default=None, description="entropy threshold (nats); None: model_flag_quantile")
+    model_flag_quantile: float = 0.8
+    mc_passes: int = 6
+    sample_rest: int = Field(default=1000, description="uniformly sampled non-candidates the model agents score")
+    budget: int = Field(default=1000, description="pairs per iteration sent to the annotator")
+    cap_per_query: int = 3
+    min_language_share: float = 0.05
+    embedding_sample_size: int = Field(default=500, description="queries per side for the embedding drift test")
+    seed: int = 17
+
+    def miner(self):
+        from spark_jobs.mining import MinerSettings
+
+        fields = MinerSettings.__dataclass_fields__
+        return MinerSettings(**{k: v for k, v in self.model_dump().items() if k in fields})
+
+    def drift(self):
+        from spark_jobs.drift import DriftSettings
+
+        return DriftSettings(embedding_sample_size=self.embedding_sample_size, seed=self.seed)
+
+
+class LlmAgentConfig(Config):
+    """One LLM judge behind an OpenAI-compatible chat API (vLLM, Ollama, llama.cpp server, hosted)."""
+
+    name: str
+    base_url: str = Field(description="e.g. http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
+    model: str
+    api_key_env: str | None = Field(default="OPENAI_API_KEY", description="environment variable holding the key")
+    temperature: float = 0.7
+    max_concurrency: int = 4
+    timeout_s: float = 30.0
+    max_retries: int = 4
+
+
+class AnnotatorSettings(ConfigurableResource):
+    """Who labels the mined pairs and how they must agree (see models/agents/agreement.py)."""
+
+    strategy: str = Field(default="agents", description="'agents': the multi-agent annotator; 'self-training': "
+                          "the serving model's own predicted labels (the paper's baseline)")
+    embedded_agents: list[str] = Field(default=["knowledge", "semantic", "behaviour"],
+                                       description="the embedded judges on the panel (no LLM needed)")
+    llm_agents: list[LlmAgentConfig] = Field(default=[], description="LLM judges added to the panel")
+    n_paths: int = Field(default=3, description="reasoning paths per agent and pair (level 1)")
+    early_stop: bool = True
+    quorum: float = Field(default=1.0, description="share of voting agents that must agree; 1.0 = unanimity")
+    min_voters: int = Field(default=2, description="fewer voting agents than this: the pair is discarded")
+    min_behaviour_support: float = Field(default=3.0, description="examined impressions the behaviour agent needs")
+
+    def agreement(self):
+        from models.agents import AgreementSettings
+
+        return AgreementSettings(n_paths=self.n_paths, early_stop=self.early_stop, quorum=self.quorum,
+                                 min_voters=self.min_voters)
+
+    def llm_panel(self) -> list:
+        from models.agents import OpenAIChatAgent
+
+        return [OpenAIChatAgent(a.name, a.base_url, a.model, api_key_env=a.api_key_env, temperature=a.temperature,
+                                max_concurrency=a.max_concurrency, timeout_s=a.timeout_s, max_retries=a.max_retries)
+                for a in self.llm_agents]

@@ -1,13 +1,23 @@
-"""Sensors: new landing files request the ingestion runs for their days."""
+"""Sensors and schedules: new landing files request ingestion; drift and mined samples request an iteration."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timedelta, timezone
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    RunRequest,
+    RunsFilter,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    schedule,
+    sensor,
+)
 
-from serm_dagster.jobs import ingest_daily_job, ingest_reference_job
+from serm_dagster.jobs import ingest_daily_job, ingest_reference_job, iteration_job, retrain_job
 from serm_dagster.partitions import daily_partitions
 from serm_dagster.resources import LakehouseResource
 from spark_jobs.ingest import home_day, landing_index
@@ -26,7 +36,7 @@ def landing_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResourc
     index = landing_index(paths.landing, paths.state / "landing_index.json")
     current = {path: entry["fingerprint"] for path, entry in index.items()}
     reference = {}
-    for folder in (paths.landing_catalog, paths.landing_judgments):
+    for folder in (paths.landing_catalog, paths.landing_judgments, paths.landing_knowledge):
         for path in landing_files(folder):
             stat = path.stat()
             reference[str(path)] = f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -54,8 +64,63 @@ def landing_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResourc
     if changed_reference:
         requests.append(RunRequest(
             run_key=f"reference:{_digest([(p, reference[p]) for p in changed_reference])}",
-            job_name=ingest_reference_job.name, tags={"serm/reason": "new catalogue or judgment files"}))
+            job_name=ingest_reference_job.name, tags={"serm/reason": "new catalogue, judgment or glossary files"}))
     cursor = json.dumps({**current, **reference}, sort_keys=True)
     if not requests:
         return SensorResult(skip_reason=SkipReason("no new landing files"), cursor=cursor)
     return SensorResult(run_requests=requests, cursor=cursor)
+
+
+RETRAIN_EVERY = timedelta(days=14)
+
+
+def retraining_reason(store) -> tuple[str | None, str | None]:
+    """(run key, reason) when the newest mined iteration has no labels yet and the stream drifted,
+    or there are enough unlabelled mined samples; (None, why not) otherwise."""
+    if not store.exists("gold/mined_samples"):
+        return None, "nothing mined yet"
+    mined_lineage = store.lineage("gold/mined_samples")
+    iteration = mined_lineage.get("iteration")
+    labelled = set(store.read_arrow("gold/consensus_labels").column("iteration").to_pylist()) \
+        if store.exists("gold/consensus_labels") else set()
+    if iteration is None or iteration in labelled:
+        return None, f"iteration {iteration} is already labelled"
+    mined = store.count_rows("gold/mined_samples")
+    drifted = False
+    if store.exists("gold/drift_reports"):
+        drift = store.read_arrow("gold/drift_reports").to_pandas()
+        newest = drift[drift["window_end"] == drift["window_end"].max()]
+        drifted = bool(newest["overall_drifted"].any())
+    if not drifted and mined < MIN_UNLABELLED:
+        return None, f"no drift and only {mined} unlabelled mined samples (< {MIN_UNLABELLED})"
+    reason = ("drift in the newest window" if drifted else "") + \
+        (" and " if drifted else "") + f"{mined} unlabelled mined samples (iteration {iteration})"
+    return f"iteration-{iteration}-v{store.version('gold/mined_samples')}", reason
+
+
+MIN_UNLABELLED = 200
+
+
+@sensor(job=retrain_job, minimum_interval_seconds=300,
+        description="Requests retraining (label the newest mined samples, retrain, evaluate, promote) when the drift "
+                    "report says the stream moved or enough mined samples wait for labels; the reason is in the "
+                    "run's tags.")
+def retraining_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResource):
+    run_key, reason = retraining_reason(lakehouse.store)
+    if run_key is None:
+        return SkipReason(reason)
+    return RunRequest(run_key=run_key, tags={"serm/reason": reason, "serm/trigger": "sensor"})
+
+
+@schedule(job=iteration_job, cron_schedule="0 3 * * 1", execution_timezone="UTC",
+          description="Every two weeks (checked each Monday), an iteration runs unless one already ran in the last "
+                      "14 days, e.g. because the retraining sensor requested it.")
+def two_weekly_iteration(context: ScheduleEvaluationContext):
+    since = (context.scheduled_execution_time or datetime.now(timezone.utc)) - RETRAIN_EVERY
+    recent = [record for job in (iteration_job, retrain_job)
+              for record in context.instance.get_run_records(RunsFilter(job_name=job.name, created_after=since),
+                                                             limit=1)]
+    if recent:
+        last = max(r.create_timestamp for r in recent)
+        return SkipReason(f"an iteration or retraining ran on {last:%Y-%m-%d}; the next is due 14 days later")
+    return RunRequest(tags={"serm/reason": "two-weekly cadence", "serm/trigger": "schedule"})

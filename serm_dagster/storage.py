@@ -82,11 +82,12 @@ class DeltaStore:
         dt = self._table(table)
         return None if dt is None else dt.version()
 
-    def read_arrow(self, table: str, version: int | None = None, filters: Any = None) -> pa.Table:
+    def read_arrow(self, table: str, version: int | None = None, filters: Any = None,
+                   columns: list[str] | None = None) -> pa.Table:
         dt = self._table(table, version)
         if dt is None:
             raise FileNotFoundError(f"Delta table {table!r} does not exist yet at {self.path(table)}")
-        return dt.to_pyarrow_table(filters=filters)
+        return dt.to_pyarrow_table(filters=filters, columns=columns)
 
     def count_rows(self, table: str, version: int | None = None) -> int:
         """Row count from the Parquet footers, without reading the data."""

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from spark_jobs.landing import PARSE_ERROR, SOURCE_FILE, SOURCE_ROW, LandingFileError, landing_files, read_records
-from spark_jobs.schemas import CATALOG, JUDGMENTS, QUERY_LOGS, Contract, ts_in_range, parse_timestamps, validate_records
+from spark_jobs.schemas import CATALOG, GLOSSARY, JUDGMENTS, QUERY_LOGS, Contract, ts_in_range, parse_timestamps, validate_records
 from spark_jobs.ubi import UNKNOWN_LANGUAGE, read_ubi_file, ubi_log_records
 
 QUARANTINE_COLUMNS = ["source_file", "source_row", "columns", "reason", "record"]
@@ -186,6 +186,10 @@ def collect_judgments(folder: Path) -> Batch:
     return collect_reference(folder, JUDGMENTS)
 
 
+def collect_glossary(folder: Path) -> Batch:
+    return collect_reference(folder, GLOSSARY)
+
+
 # ---------------------------------------------------------------------------------------------
 # Spark: duplicates and the bronze shape.
 
@@ -232,6 +236,8 @@ CATALOG_TYPES = {"doc_id": "string", "language": "string", "title": "string", "d
                  "attributes": "string", "source_file": "string", "source_row": "long"}
 JUDGMENT_TYPES = {"query": "string", "doc_id": "string", "language": "string", "label": "int", "split": "string",
                   "ts": "timestamp", "source_file": "string", "source_row": "long"}
+GLOSSARY_TYPES = {"term": "string", "language": "string", "concept": "string", "kind": "string", "added": "timestamp",
+                  "source_file": "string", "source_row": "long"}
 UBI_EVENT_TYPES = {"date": "date", "kind": "string", "index": "string", "action_name": "string",
                    "query_id": "string", "client_id": "string", "session_id": "string", "user_query": "string",
                    "object_id": "string", "object_id_field": "string", "ordinal": "string", "ts": "timestamp",

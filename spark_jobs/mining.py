@@ -2,161 +2,348 @@
 
 Environmental feedback agents (behaviour disagrees with the model):
 - user feedback: ``(clicked or mean dwell > tau_u) and f < tau_c``;
-- click model: ``attractiveness > tau_cm and f < tau_c`` with enough examined impressions.
-Scoring every logged pair with the model does not scale, so at stream scale the production
-ranker's position stands in for the model's opinion where ``f`` is unknown: a pair users engage
-with but that was ranked low (``mean_position > tau_position``) is a candidate; the model then
-scores the candidates (plus a uniform sample of the rest) and the rule is applied with ``f``.
-Intrinsic agents (disagreement, uncertainty) come from the model; the union keeps a pair that
-any agent flags, with every agent's score.
+- click model: ``attractiveness > tau_cm and f < tau_c``, with enough examined impressions
+  (``support``) and at least one click (see ``MinerSettings.min_clicks``).
+
+The model's score ``f`` (expected label, 0-3) is known only for pairs the model scored, and
+scoring every logged pair does not scale. Where ``score`` is null the production ranker's
+position stands in for the model's opinion (``rank_proxy``): a pair users engage with but that
+was ranked low on average (``mean_position > tau_position``) is flagged, with a reason that says
+so. With ``rank_proxy=False`` an unscored pair is never flagged by these agents: behaviour alone
+cannot say the model is wrong. The intended flow is the proxy over every logged pair (cheap
+candidates), then the model scores the candidates plus a uniform sample of the rest, and the
+rules are applied again with ``f``.
+
+Intrinsic agents (disagreement, uncertainty) come from the model; ``union_of_agents`` keeps a pair
+any agent flags, with every agent's score, and ``select_within_budget`` keeps a diverse subset.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 PAIR = ["query", "language", "doc_id"]
 AGENTS = ("user_feedback", "click_model", "disagreement", "uncertainty")
+# the range of each agent's score, so priorities add comparable numbers: CTR and attractiveness
+# are probabilities, the MC-dropout gap lives in [0, 3] (labels 0-3), the entropy of 4 labels in [0, ln 4]
+SCORE_SCALES = {"user_feedback": 1.0, "click_model": 1.0, "disagreement": 3.0, "uncertainty": math.log(4)}
 
 
 @dataclass(frozen=True)
 class MinerSettings:
-    tau_u_ms: float = 30_000.0     # dwell (ms) that counts as satisfied engagement without a click signal
-    tau_c: float = 1.5             # model score below which the model calls a pair "not relevant"
-    tau_cm: float = 0.35           # click-model attractiveness that means "users want this"
-    min_support: float = 2.0       # examined impressions before the click model is believed
-    tau_position: float = 3.0      # ranked lower than this (mean position) = the ranker disagreed
-    tau_md: float = 0.6            # MC-dropout score gap (max - min over K passes)
-    tau_mu: float = 1.0            # entropy of Pr(y|q,d) in nats (max ln 4 = 1.386)
-    mc_passes: int = 8
-    sample_rest: int = 2000        # uniformly sampled non-candidates the model agents also see
-    budget: int = 1500             # pairs per iteration sent to the annotator
-    cap_per_query: int = 3
-    min_language_share: float = 0.05  # floor so small languages are not starved by the quota
-    new_term_bonus: float = 0.5
+    # --- behavioural agents
+    tau_u_ms: float = 30_000.0     # mean dwell (ms) that counts as satisfied engagement on its own
+    tau_c: float = 1.5             # f below this = the model calls the pair at most "related" (1 of 0-3)
+    tau_cm: float = 0.35           # PBM attractiveness that means "users want this" (about 1 in 3 examinations clicks)
+    min_support: float = 1.0       # expected examined impressions before the click model is believed
+    # a click-model flag needs clicks: with a Beta(1, 1) prior an unclicked, rarely examined pair
+    # still has attractiveness near 0.4, which is the prior speaking, not the users
+    min_clicks: int = 1
+    tau_position: float = 3.0      # unscored pairs: mean position below the top 3 = the ranker thinks little of it
+    rank_proxy: bool = True        # False: unscored pairs are never flagged by the behavioural agents
+    # --- model agents: MC-dropout score gap and entropy (nats, max ln 4 = 1.386) thresholds. None:
+    # the ``model_flag_quantile`` of the scored pairs, because what counts as "unsure" depends on
+    # the model (a young seed model is unsure everywhere, a mature one rarely)
+    tau_md: float | None = None
+    tau_mu: float | None = None
+    model_flag_quantile: float = 0.8
+    mc_passes: int = 6
+    sample_rest: int = 1000        # uniformly sampled non-candidates the model agents also see
+    # --- the budget
+    budget: int = 1000             # pairs per iteration sent to the annotator
+    cap_per_query: int = 3         # per (language, near-duplicate query key): one query must not eat the budget
+    min_language_share: float = 0.05  # each language's floor, as a share of the budget, so small ones are not starved
+    new_term_bonus: float = 0.5    # priority added when the query holds a term the drift report calls new
+    # priority = n_agents + sum(weight * score / SCORE_SCALES[agent]) (+ new-term bonus). The
+    # disagreement gap weighs most (its flagged pairs were the most enriched for model errors on
+    # the simulator); raw CTR weighs nothing because the click model's attractiveness is the same
+    # signal with the position bias removed
+    score_weights: tuple[tuple[str, float], ...] = (
+        ("user_feedback", 0.0), ("click_model", 0.5), ("disagreement", 3.0), ("uncertainty", 0.5))
+    # near-duplicate queries (same doc): all tokens equal but one, and that one at most
+    # ``typo_edits`` edits away, all letters and at least ``min_typo_token_length`` long ("sandal" ~
+    # "sandals", but not "tv" ~ "tc" nor "iphone 14" ~ "iphone 15")
+    typo_edits: int = 1
+    min_typo_token_length: int = 5
+    diversify_under_budget: bool = False  # True: drop near-duplicates and cap queries even when all would fit
     seed: int = 17
 
 
 def window_pairs(impressions: DataFrame) -> DataFrame:
     """Silver impressions of a window aggregated over its days: one row per pair."""
+    dwell_weight = F.when(F.col("mean_dwell_ms").isNotNull(), F.greatest(F.col("clicks"), F.lit(1)))
     return impressions.groupBy(*PAIR).agg(
         F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"),
         (F.sum(F.col("mean_position") * F.col("impressions")) / F.sum("impressions")).alias("mean_position"),
-        F.avg("mean_dwell_ms").alias("mean_dwell_ms"),
+        # each day's mean dwell is over its clicks: weigh days by them
+        (F.sum(F.col("mean_dwell_ms") * dwell_weight) / F.sum(dwell_weight)).alias("mean_dwell_ms"),
     )
 
 
-def _low_opinion(settings: MinerSettings):
-    """The model thinks little of the pair: f < tau_c where scored, else the ranker placed it low."""
-    return F.when(F.col("score").isNotNull(), F.col("score") < settings.tau_c) \
-        .otherwise(F.col("mean_position") > settings.tau_position)
+def _with_nulls(frame: DataFrame, **types: str) -> DataFrame:
+    """Optional input columns the frame lacks, added as typed nulls."""
+    for name, kind in types.items():
+        if name not in frame.columns:
+            frame = frame.withColumn(name, F.lit(None).cast(kind))
+    return frame
+
+
+def _low_opinion(settings: MinerSettings) -> tuple[Column, Column]:
+    """(the model thinks little of the pair, why): f < tau_c where scored, else the rank proxy."""
+    scored = F.col("score").isNotNull()
+    proxy = (F.col("mean_position") > settings.tau_position) if settings.rank_proxy else F.lit(False)
+    low = F.coalesce(F.when(scored, F.col("score") < settings.tau_c).otherwise(proxy), F.lit(False))
+    why = F.when(scored, F.format_string(f"f=%.2f < {settings.tau_c:g}", F.col("score"))) \
+        .otherwise(F.format_string(f"unscored, ranked at %.1f > {settings.tau_position:g}", F.col("mean_position")))
+    return low, why
 
 
 def user_feedback_agent(pairs: DataFrame, settings: MinerSettings = MinerSettings()) -> DataFrame:
-    """``pairs`` has clicks, impressions, mean_dwell_ms, mean_position and ``score`` (null if unscored)."""
-    engaged = (F.col("clicks") > 0) | (F.coalesce(F.col("mean_dwell_ms"), F.lit(0.0)) > settings.tau_u_ms)
-    flag = engaged & _low_opinion(settings)
-    opinion = F.when(F.col("score").isNotNull(), F.format_string("f=%.2f < %.2f", F.col("score"), F.lit(settings.tau_c))) \
-        .otherwise(F.format_string("ranked at %.1f", F.col("mean_position")))
+    """Engagement the model does not explain: ``(clicked or mean dwell > tau_u) and f < tau_c``.
+
+    ``pairs``: query, language, doc_id, clicks, impressions, mean_dwell_ms, and optionally
+    ``score`` (the model's f, null when unscored) and ``mean_position`` (the rank proxy).
+    Returns ``query, language, doc_id, user_feedback_score`` (the CTR), ``user_feedback_flag``
+    and ``user_feedback_reason`` (null unless flagged).
+    """
+    pairs = _with_nulls(pairs, score="double", mean_position="double", mean_dwell_ms="double")
+    clicked = F.col("clicks") >= settings.min_clicks
+    long_dwell = F.coalesce(F.col("mean_dwell_ms"), F.lit(0.0)) > settings.tau_u_ms
+    low, why = _low_opinion(settings)
+    flag = F.coalesce((clicked | long_dwell) & low, F.lit(False))
+    engagement = F.concat_ws(" and ", F.when(clicked, F.format_string("clicked %d/%d", F.col("clicks").cast("long"),
+                                                                      F.col("impressions").cast("long"))),
+                             F.when(long_dwell, F.format_string(f"dwell %.0f ms > {settings.tau_u_ms:g}",
+                                                                F.col("mean_dwell_ms"))))
     return pairs.select(
         *PAIR,
-        (F.col("clicks") / F.col("impressions")).alias("user_feedback_score"),
+        (F.col("clicks") / F.col("impressions")).cast("double").alias("user_feedback_score"),
         flag.alias("user_feedback_flag"),
-        F.when(flag, F.concat(F.format_string("clicked %d/%d", F.col("clicks").cast("int"),
-                                              F.col("impressions").cast("int")), F.lit(", "), opinion))
-        .alias("user_feedback_reason"),
+        F.when(flag, F.concat_ws(", ", engagement, why)).alias("user_feedback_reason"),
     )
 
 
-def click_model_agent(pairs: DataFrame, settings: MinerSettings = MinerSettings()) -> DataFrame:
-    """``pairs`` joined with PBM attractiveness and support (and score, mean_position)."""
-    flag = (F.col("attractiveness") > settings.tau_cm) & (F.col("support") >= settings.min_support) & \
-        _low_opinion(settings)
+def click_model_agent(attractiveness: DataFrame, scores: DataFrame | None = None,
+                      settings: MinerSettings = MinerSettings()) -> DataFrame:
+    """Position-corrected attractiveness the model does not share: ``R_cm > tau_cm and f < tau_c``.
+
+    ``attractiveness``: ``fit_pbm(...).attractiveness`` (query, language, doc_id, attractiveness,
+    support, clicks, mean_position) or any frame carrying those columns (and maybe ``score``).
+    ``scores``: query, language, doc_id, score (the model's f), or None: then the frame's own
+    ``score`` column if it has one, else the rank proxy for every pair. Returns ``query, language,
+    doc_id, click_model_score`` (the attractiveness), ``click_model_flag``, ``click_model_reason``.
+    """
+    pairs = attractiveness
+    if scores is not None:
+        extra = ["score"] + [c for c in ("mean_position",) if c in scores.columns and c not in pairs.columns]
+        pairs = pairs.drop("score").join(scores.select(*PAIR, *extra), PAIR, "left")
+    pairs = _with_nulls(pairs, score="double", mean_position="double")
+    enough_clicks = F.col("clicks") >= settings.min_clicks if "clicks" in pairs.columns else F.lit(True)
+    low, why = _low_opinion(settings)
+    flag = F.coalesce((F.col("attractiveness") > settings.tau_cm) & (F.col("support") >= settings.min_support)
+                      & enough_clicks, F.lit(False)) & low
     return pairs.select(
-        *PAIR, F.col("attractiveness").alias("click_model_score"), flag.alias("click_model_flag"),
-        F.when(flag, F.format_string("attractiveness %.2f (support %.1f)", F.col("attractiveness"), F.col("support")))
+        *PAIR, F.col("attractiveness").cast("double").alias("click_model_score"), flag.alias("click_model_flag"),
+        F.when(flag, F.concat_ws(", ", F.format_string(f"attractiveness %.2f > {settings.tau_cm:g} (support %.1f)",
+                                                       F.col("attractiveness"), F.col("support")), why))
         .alias("click_model_reason"),
     )
 
 
+def model_thresholds(scored: DataFrame, settings: MinerSettings) -> tuple[float, float]:
+    """(tau_md, tau_mu): as configured, or the configured quantile of the scored pairs' signals."""
+    quantiles = scored.approxQuantile(["disagreement_score", "uncertainty_score"], [settings.model_flag_quantile], 0.001)
+    tau_md = settings.tau_md if settings.tau_md is not None else (quantiles[0] or [float("inf")])[0]
+    tau_mu = settings.tau_mu if settings.tau_mu is not None else (quantiles[1] or [float("inf")])[0]
+    return tau_md, tau_mu
+
+
+def model_agents(scored: DataFrame, tau_md: float, tau_mu: float, passes: int) -> DataFrame:
+    """Disagreement (MC-dropout score gap > tau_md) and uncertainty (entropy > tau_mu) flags."""
+    return scored.select(
+        *PAIR, "disagreement_score", (F.col("disagreement_score") > tau_md).alias("disagreement_flag"),
+        F.when(F.col("disagreement_score") > tau_md,
+               F.format_string(f"MC-dropout gap %.2f > {tau_md:.2f} over {passes} passes", "disagreement_score"))
+        .alias("disagreement_reason"),
+        "uncertainty_score", (F.col("uncertainty_score") > tau_mu).alias("uncertainty_flag"),
+        F.when(F.col("uncertainty_score") > tau_mu, F.format_string(f"entropy %.2f > {tau_mu:.2f}", "uncertainty_score"))
+        .alias("uncertainty_reason"),
+    )
+
+
 def behavioural_candidates(user_feedback: DataFrame, click_model: DataFrame) -> DataFrame:
-    """Pairs either behavioural agent flags: what the model agents must score."""
+    """Pairs either behavioural agent flags (``query, language, doc_id``): what the model agents must score."""
     return user_feedback.where("user_feedback_flag").select(*PAIR) \
         .unionByName(click_model.where("click_model_flag").select(*PAIR)).distinct()
 
 
 def uniform_sample(pairs: DataFrame, exclude: DataFrame, n: int, seed: int) -> DataFrame:
-    """``n`` pairs drawn uniformly from ``pairs`` not in ``exclude`` (deterministic for a seed)."""
-    rest = pairs.select(*PAIR).join(exclude.select(*PAIR), PAIR, "left_anti")
-    return rest.withColumn("_r", F.rand(seed)).orderBy("_r", *PAIR).limit(n).drop("_r")
+    """``n`` pairs drawn uniformly from ``pairs`` not in ``exclude``.
+
+    Ordered by a seeded hash of the pair rather than ``rand``: the same pairs come out for the same
+    seed however the input is partitioned.
+    """
+    rest = pairs.select(*PAIR).distinct().join(exclude.select(*PAIR), PAIR, "left_anti")
+    return rest.withColumn("_r", F.xxhash64(F.lit(seed), *PAIR)).orderBy("_r", *PAIR).limit(n).drop("_r")
 
 
 def union_of_agents(frames: list[DataFrame]) -> DataFrame:
-    """One row per pair any agent flagged: every agent's score and flag, ``agents``, ``n_agents``, ``reasons``."""
-    merged = None
-    for frame in frames:
-        merged = frame if merged is None else merged.join(frame, PAIR, "full_outer")
-    present = [a for a in AGENTS if f"{a}_flag" in merged.columns]
-    flags = [F.when(F.coalesce(F.col(f"{a}_flag"), F.lit(False)), F.lit(a)) for a in present]
-    agents = F.array_sort(F.filter(F.array(*flags), lambda x: x.isNotNull()))
-    reasons = F.concat_ws("; ", *[F.when(F.col(f"{a}_flag"), F.concat(F.lit(f"{a}: "),
-                                                                       F.coalesce(F.col(f"{a}_reason"), F.lit(""))))
-                                  for a in present])
-    return merged.withColumn("agents", agents).withColumn("n_agents", F.size("agents")) \
-        .withColumn("reasons", reasons).where("n_agents > 0")
+    """One row per pair that any agent flagged.
 
-
-def token_key(column):
-    """Near-duplicate key of a query: its distinct tokens, sorted (word order and repeats ignored)."""
-    return F.concat_ws(" ", F.array_sort(F.array_distinct(F.split(F.lower(column), r"\s+"))))
-
-
-def select_within_budget(union: DataFrame, settings: MinerSettings = MinerSettings(),
-                         new_terms: list[str] | None = None) -> DataFrame:
-    """Keep diversity under the budget, not only the top scores.
-
-    priority = agents flagging + their normalized scores (+ a bonus for new terms); then one pair
-    per (token-sorted query, doc) drops near-duplicates, at most ``cap_per_query`` pairs per query,
-    and a per-language quota proportional to the language's share (with a floor) spreads the budget.
-    Returns the selected rows with ``priority`` and ``selection_rank``.
+    Each frame is one agent's output, one row per pair: ``query, language, doc_id`` and
+    ``<agent>_score``, ``<agent>_flag``, ``<agent>_reason``. The result has every known agent's
+    three columns (null where that agent did not see the pair, or was not run), ``agents``
+    (names of the flagging agents, sorted), ``n_agents`` and ``reasons`` (``agent: reason``
+    joined by "; ", in the order of ``agents``). Other columns are kept from the first frame
+    that has them.
     """
-    scored = union
-    for agent, scale in (("user_feedback", 1.0), ("click_model", 1.0), ("disagreement", 3.0), ("uncertainty", 1.386)):
-        column = f"{agent}_score"
-        if column not in scored.columns:
-            scored = scored.withColumn(column, F.lit(None).cast("double"))
-    terms = [t.lower() for t in (new_terms or [])]
-    has_new_term = F.exists(F.split(F.lower(F.col("query")), r"\s+"), lambda t: t.isin(terms)) if terms else F.lit(False)
-    priority = (F.col("n_agents").cast("double")
-                + F.coalesce(F.col("click_model_score"), F.lit(0.0)) * 0.5
-                + F.coalesce(F.col("disagreement_score") / 3.0, F.lit(0.0))
-                + F.coalesce(F.col("uncertainty_score") / 1.386, F.lit(0.0))
-                + F.when(has_new_term, F.lit(settings.new_term_bonus)).otherwise(0.0))
-    ranked = scored.withColumn("priority", priority).withColumn("has_new_term", has_new_term)
-    order = [F.col("priority").desc(), *[F.col(c) for c in PAIR]]
+    if not frames:
+        raise ValueError("union_of_agents needs at least one agent's frame")
+    merged = frames[0]
+    for frame in frames[1:]:
+        repeated = [c for c in frame.columns if c in merged.columns and c not in PAIR]
+        merged = merged.join(frame.drop(*repeated), PAIR, "full_outer")
+    names = sorted(set(AGENTS) | {c[: -len("_flag")] for c in merged.columns if c.endswith("_flag")})
+    for name in names:
+        merged = _with_nulls(merged, **{f"{name}_score": "double", f"{name}_flag": "boolean",
+                                        f"{name}_reason": "string"})
+    flagged = {name: F.coalesce(F.col(f"{name}_flag"), F.lit(False)) for name in names}
+    agents = F.filter(F.array(*[F.when(flagged[n], F.lit(n)) for n in names]), lambda x: x.isNotNull())
+    reasons = F.concat_ws("; ", *[F.when(flagged[n], F.concat(F.lit(f"{n}: "), F.coalesce(F.col(f"{n}_reason"),
+                                                                                          F.lit("flagged"))))
+                                  for n in names])
+    return (merged.withColumn("agents", agents).withColumn("n_agents", F.size("agents").cast("int"))
+            .withColumn("reasons", reasons).where("n_agents > 0"))
+
+
+def query_key(column: Column) -> Column:
+    """Near-duplicate key of a query: its distinct tokens, sorted, without punctuation and with
+    repeated letters (not digits: "lamp 11" is not "lamp 1") collapsed, so "Shoes, red!" and "red
+    shooes" both become ``red shoes``."""
+    cleaned = F.regexp_replace(F.lower(column), r"[^\p{L}\p{N}\s]", "")
+    tokens = F.transform(F.split(F.trim(cleaned), r"\s+"), lambda t: F.regexp_replace(t, r"(\p{L})\1+", "$1"))
+    return F.concat_ws(" ", F.array_sort(F.array_distinct(F.filter(tokens, lambda t: t != ""))))
+
+
+def _has_new_term(terms: list[str] | None) -> Column:
+    terms = sorted({" ".join(t.lower().split()) for t in (terms or []) if t and t.strip()})
+    if not terms:
+        return F.lit(False)
+    words = [t for t in terms if " " not in t]
+    phrases = [t for t in terms if " " in t]
+    tokens = F.split(F.lower(F.col("query")), r"\s+")
+    hit = F.arrays_overlap(tokens, F.array(*[F.lit(w) for w in words])) if words else F.lit(False)
+    padded = F.concat(F.lit(" "), F.lower(F.col("query")), F.lit(" "))
+    for phrase in phrases:
+        hit = hit | padded.contains(f" {phrase} ")
+    return F.coalesce(hit, F.lit(False))
+
+
+def language_quotas(available: dict[str, int], budget: int, min_share: float) -> dict[str, int]:
+    """Slots per language: proportional to its candidates, but at least ``min_share`` of the budget
+    (or all its candidates if fewer) and never more than it has; sums to ``min(budget, total)``.
+    Deterministic: largest remainders, then bigger language, then name."""
+    available = {lang: n for lang, n in available.items() if n > 0}
+    if sum(available.values()) <= budget:
+        return dict(available)
+    floor = min(int(min_share * budget), budget // len(available))
+
+    def allotted(scale: float) -> dict[str, float]:
+        return {lang: min(float(n), max(float(min(n, floor)), scale * n)) for lang, n in available.items()}
+
+    # the share of its candidates every language gets: the scale where the clamped slots fill the
+    # budget (their sum grows with the scale, from the floors at 0 to everything at 1)
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if sum(allotted(middle).values()) < budget else (low, middle)
+    exact = allotted(high)
+    quota = {lang: min(available[lang], int(math.floor(value + 1e-9))) for lang, value in exact.items()}
+    order = sorted(available, key=lambda lang: (-(exact[lang] - quota[lang]), -available[lang], lang))
+    while sum(quota.values()) < budget:
+        for lang in order:
+            if sum(quota.values()) < budget and quota[lang] < available[lang]:
+                quota[lang] += 1
+    while sum(quota.values()) > budget:  # floating point at the top end: take back from the largest remainders' end
+        lang = next(lang for lang in reversed(order) if quota[lang] > min(available[lang], floor))
+        quota[lang] -= 1
+    return quota
+
+
+def select_within_budget(union: DataFrame, budget: int | None = None, settings: MinerSettings | None = None,
+                         new_terms: list[str] | None = None) -> DataFrame:
+    """The pairs sent to the annotator: all of them when they fit, else a diverse subset.
+
+    priority = n_agents + weighted normalized agent scores (``settings.score_weights``) +
+    ``new_term_bonus`` when the query holds one of ``new_terms``. When the union is larger than
+    ``budget`` (default ``settings.budget``):
+    1. near-duplicates go: per (language, doc), one pair per ``query_key``, and none whose query is
+       a one-word typo of a better pair's (``typo_edits``, ``min_typo_token_length``);
+    2. at most ``cap_per_query`` pairs per (language, query key);
+    3. if still over budget, ``language_quotas`` slots per language, best pairs first.
+    Order everywhere: priority, then query, language, doc_id, so the result is deterministic.
+    Returns only the selected rows: the union's columns plus ``priority``, ``has_new_term`` and
+    ``selection_rank`` (1 = best).
+    """
+    settings = settings or MinerSettings()
+    budget = settings.budget if budget is None else budget
+    for agent in AGENTS:
+        union = _with_nulls(union, **{f"{agent}_score": "double"})
+    weights = dict(settings.score_weights)
+    priority = F.col("n_agents").cast("double")
+    for agent, weight in weights.items():
+        if weight and f"{agent}_score" in union.columns:
+            normalized = F.least(F.greatest(F.col(f"{agent}_score") / SCORE_SCALES.get(agent, 1.0), F.lit(0.0)),
+                                 F.lit(1.0))
+            priority = priority + F.coalesce(normalized, F.lit(0.0)) * weight
+    has_new_term = _has_new_term(new_terms)
+    priority = priority + F.when(has_new_term, F.lit(settings.new_term_bonus)).otherwise(F.lit(0.0))
+    # materialized once: it is counted, deduplicated and ranked, and the union's joins are not free
+    ranked = union.withColumn("has_new_term", has_new_term).withColumn("priority", priority).localCheckpoint()
+    order = [F.col("priority").desc(), *[F.col(c).asc() for c in PAIR]]
+
+    def rank(frame: DataFrame) -> DataFrame:
+        return frame.withColumn("selection_rank", F.row_number().over(Window.orderBy(*order)))
+
+    if ranked.count() <= budget and not settings.diversify_under_budget:
+        return rank(ranked)
+
+    ranked = ranked.withColumn("_key", query_key(F.col("query")))
     ranked = ranked.withColumn("_dup", F.row_number().over(
-        Window.partitionBy(token_key(F.col("query")), "language", "doc_id").orderBy(*order))).where("_dup = 1")
+        Window.partitionBy("language", "doc_id", "_key").orderBy(*order))).where("_dup = 1").drop("_dup")
+    ranked = _drop_typo_variants(ranked, settings)
     ranked = ranked.withColumn("_in_query", F.row_number().over(
-        Window.partitionBy("query", "language").orderBy(*order))).where(f"_in_query <= {settings.cap_per_query}")
-    total = ranked.count()
-    if total <= settings.budget:
-        return ranked.withColumn("selection_rank", F.row_number().over(Window.orderBy(*order))) \
-            .drop("_dup", "_in_query")
-    shares = {r["language"]: r["n"] / total for r in ranked.groupBy("language").agg(F.count("*").alias("n")).collect()}
-    floor = settings.min_language_share
-    weights = {lang: max(share, floor) for lang, share in shares.items()}
-    norm = sum(weights.values())
-    quota = {lang: max(1, int(round(settings.budget * w / norm))) for lang, w in weights.items()}
-    quota_col = F.element_at(F.create_map(*[x for k, v in quota.items() for x in (F.lit(k), F.lit(v))]), F.col("language"))
-    ranked = ranked.withColumn("_in_language", F.row_number().over(Window.partitionBy("language").orderBy(*order)))
-    chosen = ranked.where(F.col("_in_language") <= quota_col)
-    # fill what rounding or small languages left unused with the best remaining pairs
-    chosen_count = chosen.count()
-    if chosen_count < settings.budget:
-        extra = ranked.where(F.col("_in_language") > quota_col).orderBy(*order).limit(settings.budget - chosen_count)
-        chosen = chosen.unionByName(extra)
-    chosen = chosen.withColumn("selection_rank", F.row_number().over(Window.orderBy(*order)))
-    return chosen.where(f"selection_rank <= {settings.budget}").drop("_dup", "_in_query", "_in_language")
+        Window.partitionBy("language", "_key").orderBy(*order))).where(f"_in_query <= {settings.cap_per_query}")
+    available = {r["language"]: r["n"] for r in ranked.groupBy("language").agg(F.count("*").alias("n")).collect()}
+    if sum(available.values()) > budget:
+        quota = language_quotas(available, budget, settings.min_language_share)
+        quota_of = F.element_at(
+            F.create_map(*[x for lang, q in sorted(quota.items()) for x in (F.lit(lang), F.lit(q))]), F.col("language"))
+        in_language = F.row_number().over(Window.partitionBy("language").orderBy(*order))
+        ranked = ranked.withColumn("_in_language", in_language).where(F.col("_in_language") <= quota_of) \
+            .drop("_in_language")
+    return rank(ranked.drop("_key", "_in_query"))
+
+
+def _drop_typo_variants(ranked: DataFrame, settings: MinerSettings) -> DataFrame:
+    """Drop a pair when the same doc (and language) has a better pair whose query differs by a typo
+    in one word (see ``MinerSettings.typo_edits``). Only pairs of one doc are compared: a join per
+    doc, not over all pairs."""
+    if settings.typo_edits <= 0:
+        return ranked
+    mine = ranked.select(*PAIR, "priority", F.split("_key", " ").alias("_tokens"))
+    other = mine.select("language", "doc_id", F.col("query").alias("_o_query"), F.col("priority").alias("_o_priority"),
+                        F.col("_tokens").alias("_o_tokens"))
+    only_mine, only_other = F.array_except("_tokens", "_o_tokens"), F.array_except("_o_tokens", "_tokens")
+    word = rf"^\p{{L}}{{{settings.min_typo_token_length},}}$"
+    typo = (F.size("_tokens") == F.size("_o_tokens")) & (F.size(only_mine) == 1) & (F.size(only_other) == 1) \
+        & only_mine[0].rlike(word) & only_other[0].rlike(word) \
+        & (F.levenshtein(only_mine[0], only_other[0]) <= settings.typo_edits)
+    better = (F.col("_o_priority") > F.col("priority")) | \
+        ((F.col("_o_priority") == F.col("priority")) & (F.col("_o_query") < F.col("query")))
+    dominated = mine.join(other, ["language", "doc_id"]).where(better & typo).select(*PAIR).distinct()
+    return ranked.join(dominated, PAIR, "left_anti")

@@ -105,6 +105,23 @@ CATALOG = Contract(
     optional=("description", "attributes"),
     schema=CATALOG_FIELDS,
 )
+GLOSSARY_FIELDS = DataFrameSchema(
+    {
+        "term": Column(str, Check(lambda s: s.str.strip().str.len() > 0, name="not_blank"), nullable=False),
+        "language": LANGUAGE,
+        "concept": _not_blank("concept"),
+        "kind": Column(str, nullable=True),
+        "added": Column("datetime64[ns, UTC]", TS_CHECK, nullable=True),
+    },
+    name="glossary",
+)
+# The company's taxonomy or synonym table (landing/knowledge/): which concept a term names, since when.
+GLOSSARY = Contract(
+    "glossary",
+    {"term": "str", "language": "str", "concept": "str", "kind": "str", "added": "ts"},
+    optional=("kind", "added"),
+    schema=GLOSSARY_FIELDS,
+)
 JUDGMENTS = Contract(
     "judgments",
     {"query": "str", "doc_id": "str", "language": "str", "label": "int", "split": "str", "ts": "ts"},
@@ -319,6 +336,8 @@ TABLE_SCHEMAS: dict[str, DataFrameSchema] = {
     "bronze/catalog": _table("bronze/catalog", CATALOG_FIELDS, SOURCE_COLUMNS),
     "quarantine/catalog": _table("quarantine/catalog", QUARANTINE),
     "bronze/judgments": _table("bronze/judgments", JUDGMENT_FIELDS, SOURCE_COLUMNS),
+    "bronze/glossary": _table("bronze/glossary", GLOSSARY_FIELDS, SOURCE_COLUMNS),
+    "quarantine/glossary": _table("quarantine/glossary", QUARANTINE),
     "quarantine/judgments": _table("quarantine/judgments", QUARANTINE),
     "silver/impressions": _table("silver/impressions", DATE, {
         "query": Column(str, Check.str_length(min_value=1)),
@@ -366,3 +385,56 @@ TABLE_SCHEMAS.update({
         "static_margin": Column("float64"),
     }),
 })
+
+TABLE_SCHEMAS.update({
+    "gold/drift_reports": _table("gold/drift_reports", {
+        **{c: Column("datetime64[ns]") for c in ("window_start", "window_end", "reference_start", "reference_end")},
+        "signal": Column(str), "statistic": Column(str), "value": Column("float64", nullable=True),
+        "threshold": Column("float64", nullable=True), "drifted": Column(bool), "detail": Column(str),
+        "overall_drifted": Column(bool), "reason": Column(str),
+    }),
+    "gold/mined_samples": DataFrameSchema({
+        "iteration": Column("int32", Check.ge(1)), "window_start": Column("datetime64[ns]"),
+        "window_end": Column("datetime64[ns]"), "model_version": Column(str),
+        "query": Column(str, Check.str_length(min_value=1)), "language": LANGUAGE, "doc_id": Column(str),
+        "n_agents": Column("int32", Check.ge(1)), "reasons": Column(str, Check.str_length(min_value=1)),
+        "priority": Column("float64"), "selection_rank": Column("int32", Check.ge(1)),
+        **{f"{a}_score": Column("float64", nullable=True) for a in
+           ("user_feedback", "click_model", "disagreement", "uncertainty")},
+    }, name="gold/mined_samples", coerce=True, strict=False),  # plus each agent's flag and reason, and agents[]
+})
+
+_ANNOTATED_PAIR = {
+    "iteration": Column("int64", Check.ge(1)), "pair_id": Column(str, Check.str_length(min_value=1)),
+    "query": Column(str, Check.str_length(min_value=1)), "language": LANGUAGE, "language_family": Column(str),
+    "doc_id": Column(str),
+}
+TABLE_SCHEMAS.update({
+    "gold/agent_votes": DataFrameSchema({
+        **_ANNOTATED_PAIR, "agent": Column(str), "path": Column("int64", Check.ge(0)),
+        "label": Column("Int64", Check.isin(LABELS), nullable=True),
+        "status": Column(str, Check.isin(["ok", "abstain", "failed"])), "rationale": Column(str, nullable=True),
+        "backend": Column(str), "model": Column(str), "latency_ms": Column("float64", Check.ge(0)),
+        "prompt_tokens": Column("int64", Check.ge(0)), "completion_tokens": Column("int64", Check.ge(0)),
+    }, name="gold/agent_votes", coerce=True, strict=False),
+    "gold/agent_labels": DataFrameSchema({
+        **_ANNOTATED_PAIR, "agent": Column(str), "label": Column("Int64", Check.isin(LABELS), nullable=True),
+        "status": Column(str, Check.isin(["decided", "abstained", "failed"])),
+        "paths_used": Column("int64", Check.ge(0)),
+    }, name="gold/agent_labels", coerce=True, strict=False),
+    "gold/consensus_labels": DataFrameSchema({
+        **_ANNOTATED_PAIR, "label": Column("int64", Check.isin(LABELS)), "n_voters": Column("int64", Check.ge(1)),
+        "rationale": Column(str, nullable=True),
+    }, name="gold/consensus_labels", coerce=True, strict=False),
+})
+
+TABLE_SCHEMAS["gold/iterations"] = DataFrameSchema({
+    "iteration": Column("int64", Check.ge(1)), "strategy": Column(str), "window_start": Column("datetime64[ns]"),
+    "window_end": Column("datetime64[ns]"), "drifted": Column(bool, nullable=True),
+    "mined": Column("int64", Check.ge(0)), "accepted": Column("int64", Check.ge(0)),
+    "acceptance_rate": Column("float64", Check.in_range(0, 1)), "model_before": Column(str),
+    "model_after": Column(str), "promoted": Column(bool),
+    **{f"{s}_{m}": Column("float64", Check.in_range(0, 100), nullable=True)
+       for s in ("evolving", "static") for m in ("ndcg1", "ndcg4", "accuracy")},
+    "stage_seconds": Column(str),
+}, name="gold/iterations", coerce=True, strict=False)

@@ -25,5 +25,5 @@ def test_every_asset_has_description_group_kinds_and_owners():
 def test_every_lakehouse_table_has_a_schema_check():
     graph = defs.get_repository_def().asset_graph
     checked = {check.asset_key.to_user_string() for check in graph.asset_check_keys if check.name == "schema_valid"}
-    tables = {k.to_user_string() for k in graph.get_all_asset_keys() if k.path[0] not in ("landing", "models")}
+    tables = {k.to_user_string() for k in graph.get_all_asset_keys() if k.path[0] not in ("landing", "models", "analytics")}
     assert tables <= checked

@@ -1,16 +1,31 @@
-"""The relevance model: distribution and score, MC dropout, training, save/load, metrics, mixing."""
+"""The relevance model: distribution and score, MC dropout, training, save/load, metrics, mixing.
+
+Fast: a tiny random BERT (``tiny_backbone``) everywhere except one test that loads the real packaged
+all-MiniLM-L6-v2 and scores two pairs.
+"""
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from models.backbone import BackboneNotAvailable, resolve_backbone, tiny_backbone
+from models.backbone import BackboneNotAvailable, packaged_minilm, resolve_backbone, tiny_backbone
 from models.inference import Scorer, disagreement, entropy
 from models.metrics import accuracy, evaluate, family_of, ndcg_at_k
-from models.mixing import MixWeights, mix_training_set
-from models.relevance import RelevanceModel, expected_score
+from models.mixing import COLUMNS, MixWeights, mix_training_set
+from models.relevance import CONFIG_FILE, RelevanceModel, expected_score
 from models.training import TrainingConfig, train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """Tiny models gain nothing from threads, and on a busy shared machine extra threads cost a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +46,50 @@ def learnable_pairs(n: int = 96) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def quiet(**overrides) -> TrainingConfig:
+    return TrainingConfig(**{"progress": False, **overrides})
+
+
+# -- backbone ----------------------------------------------------------------------------------------
+
+
+def test_tiny_backbone_is_tiny_and_seeded(tmp_path):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_backbone(tmp_path / "a"))
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size,
+            config.max_position_embeddings) == (32, 2, 2, 64, 128)
+    first, _ = RelevanceModel.from_backbone(str(tmp_path / "a"))
+    second, _ = RelevanceModel.from_backbone(tiny_backbone(tmp_path / "b"))
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_backbone_resolution(tmp_path):
+    default = resolve_backbone(None)
+    assert default == packaged_minilm()
+    for alias in ("default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert resolve_backbone(alias) == default
+    assert resolve_backbone(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(BackboneNotAvailable, match="not available offline"):
+        resolve_backbone("nobody/no-such-model")
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+
+
 def test_scores_are_the_expectation_of_the_distribution(tiny):
     model, tokenizer = RelevanceModel.from_backbone(tiny)
     scorer = Scorer(model, tokenizer, batch_size=4)
-    probs = scorer.predict_proba(["red shoe", "blue lamp"], ["a red shoe", "green chair"])
-    assert probs.shape == (2, 4) and np.allclose(probs.sum(1), 1.0)
-    assert np.allclose(scorer.score(["red shoe", "blue lamp"], ["a red shoe", "green chair"]),
-                       probs @ np.array([0, 1, 2, 3]))
+    queries, docs = ["red shoe", "blue lamp", "desk"], ["a red shoe", "green chair", "phone case for a desk"]
+    probs = scorer.predict_proba(queries, docs)
+    assert probs.shape == (3, 4) and np.allclose(probs.sum(1), 1.0) and (probs >= 0).all()
+    assert np.allclose(scorer.score(queries, docs), probs @ np.array([0, 1, 2, 3]))
+    assert np.allclose(expected_score(probs), probs @ np.array([0, 1, 2, 3]))
     assert torch.allclose(expected_score(torch.tensor([[0.1, 0.2, 0.3, 0.4]])), torch.tensor([2.0]))
+    assert scorer.predict_proba([], []).shape == (0, 4)
+    with pytest.raises(ValueError, match="2 queries but 1 documents"):
+        scorer.predict_proba(["a", "b"], ["c"])
 
 
 def test_mc_dropout_passes_differ_while_eval_passes_do_not(tiny):
@@ -47,64 +98,108 @@ def test_mc_dropout_passes_differ_while_eval_passes_do_not(tiny):
     queries, docs = ["red shoe"] * 3, ["a red shoe", "green chair", "phone"]
     samples = scorer.mc_dropout(queries, docs, k=6, seed=1)
     assert samples.shape == (3, 6) and (disagreement(samples) > 0).all()
-    assert np.allclose(samples, scorer.mc_dropout(queries, docs, k=6, seed=1))  # seeded
-    assert np.array_equal(scorer.predict_proba(queries, docs), scorer.predict_proba(queries, docs))
+    assert np.array_equal(samples, scorer.mc_dropout(queries, docs, k=6, seed=1))  # seeded
+    assert not np.array_equal(samples, scorer.mc_dropout(queries, docs, k=6, seed=2))
     assert not any(m.training for m in model.modules())  # dropout switched back off
+    assert np.array_equal(scorer.predict_proba(queries, docs), scorer.predict_proba(queries, docs))
+
+    state = torch.random.get_rng_state()
+    scorer.mc_dropout(queries, docs, k=2, seed=5)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is untouched
 
 
 def test_length_sorted_batches_keep_input_order(tiny):
     model, tokenizer = RelevanceModel.from_backbone(tiny)
-    queries = ["a", "a much longer query about red shoes", "b c", "lamp"] * 3
+    queries = pd.Series(["a", "a much longer query about red shoes", "b c", "lamp"] * 3, index=range(100, 112))
     docs = ["short", "x", "a very very long document text about many things", "desk lamp"] * 3
     batched = Scorer(model, tokenizer, batch_size=5).predict_proba(queries, docs)
     single = Scorer(model, tokenizer, batch_size=1).predict_proba(queries, docs)
     assert np.allclose(batched, single, atol=1e-5)
+    assert not np.allclose(batched[0], batched[2])  # different pairs: the comparison above means something
+
+
+# -- training -----------------------------------------------------------------------------------------
 
 
 def test_training_lowers_the_loss_and_is_reproducible(tiny):
-    data = learnable_pairs()
-    config = TrainingConfig(epochs=10, batch_size=16, encoder_lr=2e-3, head_lr=1e-2, warmup_ratio=0.0, progress=False, seed=3)
+    data = learnable_pairs(96)
+    config = quiet(epochs=10, batch_size=16, encoder_lr=2e-3, head_lr=1e-2, warmup_ratio=0.0, seed=3)
     model, tokenizer = RelevanceModel.from_backbone(tiny)
     report = train(model, tokenizer, data, config)
     assert report.epoch_losses[-1] < report.epoch_losses[0] * 0.7
-    assert report.steps == 10 * 6 and report.device == "cpu" and all(s > 0 for s in report.epoch_pairs_per_second)
+    assert report.steps == 10 * 6 == len(report.step_losses)
+    assert report.device == "cpu" and all(rate > 0 for rate in report.epoch_pairs_per_second)
+    assert not model.training
+    learned = Scorer(model, tokenizer).predict_proba(data["query"], data["doc_text"]).argmax(1)
+    assert (learned == data["label"].to_numpy()).mean() > 0.5  # chance is 0.25
+
     again, _ = RelevanceModel.from_backbone(tiny)
     train(again, tokenizer, data, config)
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
 
 
-def test_example_weights_change_what_is_learned(tiny):
-    data = learnable_pairs(32)
-    config = TrainingConfig(epochs=2, batch_size=8, progress=False)
-    plain, tokenizer = RelevanceModel.from_backbone(tiny)
-    weighted, _ = RelevanceModel.from_backbone(tiny)
-    train(plain, tokenizer, data, config)
-    train(weighted, tokenizer, data.assign(weight=np.where(data["label"] == 3, 5.0, 0.1)), config)
-    assert not torch.equal(plain.head.weight, weighted.head.weight)
+def test_example_weights_act_relative_to_each_other(tiny):
+    data = learnable_pairs(16)
+    config = quiet(epochs=1, batch_size=8)
+    trained = {}
+    for name, weights in {"plain": None, "scaled": np.full(16, 3.0),
+                          "skewed": np.where(data["label"] == 3, 5.0, 0.1)}.items():
+        model, tokenizer = RelevanceModel.from_backbone(tiny)
+        train(model, tokenizer, data if weights is None else data.assign(weight=weights), config)
+        trained[name] = model.head.weight.detach()
+    assert torch.allclose(trained["plain"], trained["scaled"])  # only relative weights matter
+    assert not torch.allclose(trained["plain"], trained["skewed"])
+
+
+def test_training_rejects_bad_examples(tiny):
+    model, tokenizer = RelevanceModel.from_backbone(tiny)
+    with pytest.raises(ValueError, match="labels must be in"):
+        train(model, tokenizer, learnable_pairs(4).assign(label=[0, 1, 2, 4]), quiet())
+    with pytest.raises(ValueError, match="weights"):
+        train(model, tokenizer, learnable_pairs(4).assign(weight=0.0), quiet())
+    with pytest.raises(ValueError, match="no training examples"):
+        train(model, tokenizer, learnable_pairs(4).iloc[:0], quiet())
 
 
 def test_save_and_load_give_identical_scores(tiny, tmp_path):
-    model, tokenizer = RelevanceModel.from_backbone(tiny)
-    train(model, tokenizer, learnable_pairs(16), TrainingConfig(epochs=1, batch_size=8, progress=False))
-    before = Scorer(model, tokenizer).predict_proba(["red shoe"], ["a red shoe"])
-    model.save(tmp_path / "m", tokenizer)
-    after = Scorer.from_folder(tmp_path / "m").predict_proba(["red shoe"], ["a red shoe"])
-    assert np.array_equal(before, after)
+    model, tokenizer = RelevanceModel.from_backbone(tiny, dropout=0.2, max_length=64)
+    train(model, tokenizer, learnable_pairs(16), quiet(epochs=1, batch_size=8))
+    queries, docs = ["red shoe", "lamp"], ["a red shoe", "river desk lamp"]
+    before = Scorer(model, tokenizer).predict_proba(queries, docs)
+    model.save(tmp_path / "m")  # the tokenizer kept on the model is saved with it
+    config = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
+    assert (config["backbone"], config["max_length"], config["labels"]) == (tiny, 64, [0, 1, 2, 3])
+    loaded, _ = RelevanceModel.load(tmp_path / "m")
+    assert loaded.dropout.p == 0.2 and not loaded.training
+    assert np.array_equal(before, Scorer.from_folder(tmp_path / "m").predict_proba(queries, docs))
+
+
+# -- the miner's signals ------------------------------------------------------------------------------
 
 
 def test_entropy_and_disagreement_by_hand():
-    assert np.allclose(entropy(np.array([[1, 0, 0, 0], [0.25] * 4])), [0.0, np.log(4)])
-    assert np.allclose(disagreement(np.array([[1.0, 2.5, 2.0], [1.0, 1.0, 1.0]])), [1.5, 0.0])
+    probs = np.array([[1, 0, 0, 0], [0.25] * 4, [0.5, 0.5, 0, 0]])
+    assert np.allclose(entropy(probs), [0.0, np.log(4), np.log(2)])
+    assert np.allclose(disagreement(np.array([[1.0, 2.5, 2.0], [1.0, 1.0, 1.0], [3.0, 0.0, 1.0]])), [1.5, 0.0, 3.0])
+    with pytest.raises(ValueError):
+        disagreement(np.zeros((2, 0)))
 
 
-def test_ndcg_and_accuracy_by_hand():
-    frame = pd.DataFrame({
+# -- metrics ------------------------------------------------------------------------------------------
+
+
+def judged_pairs() -> pd.DataFrame:
+    return pd.DataFrame({
         "query": ["q1"] * 3 + ["q2"] * 2 + ["q3"] * 2, "language": "en",
         "doc_id": ["a", "b", "c", "a", "b", "a", "b"],
         "label": [3, 0, 2, 1, 2, 0, 0], "score": [0.5, 2.0, 1.0, 2.0, 1.0, 1.0, 0.0],
         "pred_label": [3, 0, 1, 1, 2, 0, 1],
     })
+
+
+def test_ndcg_and_accuracy_by_hand():
+    frame = judged_pairs()
     # q1 ranks b(0), c(2), a(3): DCG@1 = 0, so NDCG@1 = 0. q2 ranks a(1) first: (2^1-1)/(2^2-1) = 1/3.
     # q3 has no relevant document: skipped. Mean over q1, q2 = 1/6.
     assert ndcg_at_k(frame, 1) == pytest.approx(100 / 6)
@@ -112,36 +207,70 @@ def test_ndcg_and_accuracy_by_hand():
     q1 = (3 / np.log2(3) + 7 / 2) / (7 + 3 / np.log2(3))
     q2 = (1 + 3 / np.log2(3)) / (3 + 1 / np.log2(3))
     assert ndcg_at_k(frame, 4) == pytest.approx(100 * (q1 + q2) / 2)
+    assert ndcg_at_k(frame.assign(score=frame["label"]), 4) == pytest.approx(100.0)  # the ideal ranking
     assert accuracy(frame) == pytest.approx(100 * 5 / 7)
-    table = evaluate(frame.assign(language=["en", "en", "en", "tr", "tr", "de", "de"]))
-    overall = table[(table.slice_type == "overall") & (table.metric == "accuracy")]
-    assert overall["value"].iat[0] == pytest.approx(100 * 5 / 7)
+    # the same query text in two languages is two queries; an explicit key column is used as given
+    two_languages = pd.concat([frame, frame.assign(language="de", score=frame["label"])], ignore_index=True)
+    assert ndcg_at_k(two_languages, 1) == pytest.approx((100 / 6 * 2 + 100 * 2) / 4)
+    assert ndcg_at_k(two_languages.assign(query_key=two_languages["query"]), 1) != ndcg_at_k(two_languages, 1)
+
+
+def test_ties_are_broken_by_doc_id():
+    frame = pd.DataFrame({"query": "q", "language": "en", "doc_id": ["b", "a"], "label": [3, 0], "score": [1.0, 1.0]})
+    assert ndcg_at_k(frame, 1) == 0.0  # "a" (label 0) is ranked first on a tie
+
+
+def test_evaluate_slices_by_family_and_language():
+    frame = judged_pairs().assign(language=["en", "en", "en", "tr", "tr", "de", "de"])
+    table = evaluate(frame)
+    assert list(table.columns) == ["slice_type", "slice", "metric", "value", "n_queries", "n_pairs"]
+    row = table.set_index(["slice_type", "slice", "metric"])
+    assert row.loc[("overall", "all", "accuracy"), "value"] == pytest.approx(100 * 5 / 7)
+    assert row.loc[("overall", "all", "ndcg@1"), "n_queries"] == 2  # q3 (de) has no relevant document
+    assert row.loc[("overall", "all", "accuracy"), "n_queries"] == 3
+    assert row.loc[("family", "minor", "ndcg@1"), "value"] == pytest.approx(100 / 3)
+    assert row.loc[("language", "en", "ndcg@1"), "value"] == 0.0
+    assert np.isnan(row.loc[("language", "de", "ndcg@1"), "value"])
+    assert row.loc[("family", "germanic", "accuracy"), "n_pairs"] == 5
     assert set(table[table.slice_type == "family"]["slice"]) == {"germanic", "minor"}
-    assert family_of("pt-BR") == "romance" and family_of("xx") == "other"
+    assert family_of("pt-BR") == "romance" and family_of("xx") == "other" and family_of("DE") == "germanic"
+
+
+# -- mixing -------------------------------------------------------------------------------------------
 
 
 def test_mixing_keeps_the_newest_label_and_weights_sources():
-    seed = pd.DataFrame({"query": ["q", "r"], "doc_id": ["a", "a"], "language": "en", "doc_text": "t", "label": [0, 1]})
-    first = pd.DataFrame({"query": ["q"], "doc_id": ["a"], "language": "en", "doc_text": "t", "label": [2]})
-    second = pd.DataFrame({"query": ["s"], "doc_id": ["b"], "language": "en", "doc_text": "t", "label": [3]})
-    mixed = mix_training_set(seed, {1: first, 2: second}, 2, MixWeights(seed=0.5, earlier=1.0, current=2.0))
+    def labelled(query, doc_id, label):
+        return pd.DataFrame({"query": query, "doc_id": doc_id, "language": "en", "doc_text": "t", "label": label})
+
+    seed = labelled(["q", "r"], ["a", "a"], [0, 1])
+    first = labelled(["q", "r"], ["a", "a"], [2, 1]).assign(extra="dropped")
+    second = labelled(["s", "q"], ["b", "a"], [3, 3])
+    third = labelled(["u"], ["c"], [1])
+    weights = MixWeights(seed=0.5, earlier=1.0, current=2.0)
+
+    mixed = mix_training_set(seed, {1: first, 2: second, 3: third}, 2, weights)  # iteration 3 left out
+    assert list(mixed.columns) == COLUMNS
     rows = {(r.query, r.doc_id): r for r in mixed.itertuples()}
-    assert len(mixed) == 3
-    assert (rows[("q", "a")].label, rows[("q", "a")].iteration, rows[("q", "a")].weight) == (2, 1, 1.0)
-    assert (rows[("r", "a")].source, rows[("r", "a")].weight) == ("seed", 0.5)
-    assert rows[("s", "b")].weight == 2.0
+    assert set(rows) == {("q", "a"), ("r", "a"), ("s", "b")}
+    assert (rows[("q", "a")].label, rows[("q", "a")].iteration, rows[("q", "a")].weight) == (3, 2, 2.0)
+    assert (rows[("r", "a")].source, rows[("r", "a")].iteration, rows[("r", "a")].weight) == ("iteration", 1, 1.0)
+    assert (rows[("s", "b")].source, rows[("s", "b")].weight) == ("iteration", 2.0)
+
+    only_seed = mix_training_set(seed, {}, weights=weights)
+    assert (only_seed["source"] == "seed").all() and (only_seed["iteration"] == 0).all()
+    assert (only_seed["weight"] == 0.5).all()
+    newest_by_default = mix_training_set(seed, {1: first, 3: third}, weights=weights)
+    assert newest_by_default.set_index("query").loc["u", "weight"] == 2.0
+    assert mix_training_set(seed.iloc[:0], {}).empty
 
 
-def test_backbone_resolution(tmp_path):
-    default = resolve_backbone(None)
-    assert (resolve_backbone("all-MiniLM-L6-v2") == default) and default.endswith("model")
-    assert resolve_backbone(str(tmp_path)) == str(tmp_path)
-    with pytest.raises(BackboneNotAvailable, match="not downloaded at run time"):
-        resolve_backbone("nobody/no-such-model")
+# -- the real backbone --------------------------------------------------------------------------------
 
 
 def test_the_packaged_minilm_backbone_scores_pairs():
     model, tokenizer = RelevanceModel.from_backbone(None)
     assert model.encoder.config.hidden_size == 384
-    probs = Scorer(model, tokenizer).predict_proba(["red running shoes"], ["Red running shoes for women"])
-    assert probs.shape == (1, 4) and np.isclose(probs.sum(), 1.0)
+    probs = Scorer(model, tokenizer).predict_proba(["red running shoes", "lamp"],
+                                                   ["Red running shoes for women", "A steel kitchen knife"])
+    assert probs.shape == (2, 4) and np.allclose(probs.sum(1), 1.0)
