@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetKey, AssetSpec, MetadataValue, multi_asset
 
-from assets.ingest import BRONZE_CATALOG, BRONZE_GLOSSARY, BRONZE_JUDGMENTS
+from assets.ingest import BRONZE_CATALOG, BRONZE_GLOSSARY, BRONZE_JUDGMENTS, SILVER_IMPRESSIONS
 from assets.mining import BEHAVIOUR, MINED_SAMPLES, pair_behaviour
 from assets.training import CONSENSUS_LABELS
 from models.agents import SqliteVoteCache, annotate, stable_hash
@@ -42,8 +42,10 @@ def newest_mined_iteration(store) -> int:
 
 def seed_behaviour(session, store) -> pd.DataFrame:
     """Seed judgments with what users did with those pairs in the seed period (for calibration)."""
+    from models.agents.embedded import normalize_query
+
     seed = store.read_arrow(table_name(BRONZE_JUDGMENTS), filters=[("split", "=", "seed")]).to_pandas()
-    seed["query"] = seed["query"].map(lambda q: " ".join(str(q).lower().split()))
+    seed["query"] = seed["query"].map(normalize_query)
     days = pd.to_datetime(seed["ts"].dropna()).dt.date
     if days.empty:
         return seed.assign(**{c: np.nan for c in BEHAVIOUR})
@@ -52,16 +54,24 @@ def seed_behaviour(session, store) -> pd.DataFrame:
     return seed.merge(behaviour, on=PAIR, how="left")
 
 
-def embedded_panel(session, store, settings: AnnotatorSettings, as_of) -> tuple[list, dict]:
-    """The default judges, calibrated on the seed judgments; and their calibration (for lineage)."""
-    from models.agents.embedded import default_panel
+def embedded_panel(session, store, settings: AnnotatorSettings, window_start, window_end) -> tuple[list, dict]:
+    """The default judges, calibrated on the seed judgments, knowing what the glossary knew at the window's
+    end and the window's logged queries (to tell generic modifiers from unknown terms); and their
+    calibration (for lineage)."""
+    from models.agents.embedded import default_panel, panel_calibration
 
     catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
     glossary = store.read_arrow(table_name(BRONZE_GLOSSARY)).to_pandas() \
         if store.exists(table_name(BRONZE_GLOSSARY)) else None
-    agents = default_panel(catalog, glossary, seed_behaviour(session, store), as_of=as_of,
-                           agents=settings.embedded_agents, min_behaviour_support=settings.min_behaviour_support)
-    return agents, {a.name: a.config_key() for a in agents}
+    queries = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language"],
+                               filters=[("date", ">=", pd.Timestamp(window_start).date()),
+                                        ("date", "<=", pd.Timestamp(window_end).date())]) \
+        .to_pandas().drop_duplicates()
+    agents = default_panel(catalog, glossary, seed_behaviour(session, store), as_of=window_end,
+                           agents=settings.embedded_agents, min_behaviour_support=settings.min_behaviour_support,
+                           query_texts=queries, semantic_min_band_accuracy=settings.semantic_min_band_accuracy,
+                           behaviour_min_band_accuracy=settings.behaviour_min_band_accuracy)
+    return agents, panel_calibration(agents)
 
 
 def self_training_labels(scorer, mined: pd.DataFrame, documents: pd.DataFrame) -> pd.DataFrame:
@@ -125,9 +135,9 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
     else:
         from models.agents.embedded import pairs_to_judge
 
-        agents, panel = embedded_panel(session, store, annotator_settings, as_of=window_end)
+        agents, panel = embedded_panel(session, store, annotator_settings, mined["window_start"].min(), window_end)
         agents = [*agents, *annotator_settings.llm_panel()]
-        panel.update({a.name: a.config_key() for a in agents if a.name not in panel})
+        panel = {"calibration": panel, "config_keys": {a.name: a.config_key() for a in agents}}
         catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
         to_judge = pairs_to_judge(mined[[*PAIR, *BEHAVIOUR]], catalog, behaviour=mined[[*PAIR, *BEHAVIOUR]])
         cache = SqliteVoteCache(lakehouse.paths.state / "agent_cache.sqlite")

@@ -107,4 +107,37 @@ def iterations(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
                                        "iterations": MetadataValue.md(shown.to_markdown(index=False))})
 
 
-iteration_assets = [iterations]
+EVOLUTION_REPORT = AssetKey(["gold", "evolution_report"])
+
+
+@asset(
+    key=EVOLUTION_REPORT,
+    group_name="evaluation",
+    kinds={"delta", "pandas"},
+    owners=["team:serm"],
+    code_version="1",
+    description="The paper's comparison on this stream: the frozen seed model, iterative self-training and SERM, "
+                "run by `serm evolve --compare` over the same windows with the same budget and training recipe "
+                "(each arm in SERM_HOME/compare/seed<k>/<arm>). NDCG@1, NDCG@4 and accuracy of the model serving "
+                "after each iteration on the static and evolving test sets, overall and per language family, mean "
+                "± std over training seeds; with a chart of evolving-set NDCG@1 per iteration per arm.",
+)
+def evolution_report(context: AssetExecutionContext, lakehouse: LakehouseResource) -> MaterializeResult:
+    from serm_dagster.evolution import chart, compared_seeds, comparison_rows, summary_table
+
+    paths, store = lakehouse.paths, lakehouse.store
+    seeds = compared_seeds(paths)
+    rows = comparison_rows(paths, seeds)
+    if rows.empty:
+        raise ValueError(f"no comparison under {paths.home}: run `serm evolve --compare` first")
+    png = chart(rows, paths.home / "reports" / "evolution_ndcg1.png")
+    overall = summary_table(rows)
+    by_family = summary_table(rows, "family")
+    return write_asset_table(context, store, EVOLUTION_REPORT, pa.Table.from_pandas(rows, preserve_index=False),
+                             lineage={"seeds": list(seeds)}, metadata={
+                                 "seeds": MetadataValue.json(list(seeds)), "chart": MetadataValue.path(str(png)),
+                                 "overall": MetadataValue.md(overall.to_markdown(index=False)),
+                                 "per_language_family": MetadataValue.md(by_family.to_markdown(index=False))})
+
+
+iteration_assets = [iterations, evolution_report]

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS, BRONZE_QUERY_LOGS, SILVER_IMPRESSIONS
-from assets.training import CONSENSUS_LABELS, RELEVANCE_MODEL, SEED_MODEL
+from assets.training import CONSENSUS_LABELS
 from models.inference import Scorer, disagreement, entropy
 from serm_dagster.registry import CHAMPION
 from serm_dagster.resources import LakehouseResource, MiningSettings, MlflowResource, ModelSettings, SparkResource
@@ -77,7 +77,7 @@ def window_logs(spark, store, start: date, end: date):
 
 @asset(
     key=DRIFT_REPORTS,
-    deps=[BRONZE_QUERY_LOGS, BRONZE_JUDGMENTS, SEED_MODEL, RELEVANCE_MODEL],
+    deps=[BRONZE_QUERY_LOGS, BRONZE_JUDGMENTS],
     group_name="drift",
     kinds={"spark", "pytorch", "delta"},
     owners=OWNERS,
@@ -197,7 +197,7 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
 
 @asset(
     key=MINED_SAMPLES,
-    deps=[SILVER_IMPRESSIONS, BRONZE_QUERY_LOGS, BRONZE_CATALOG, DRIFT_REPORTS, SEED_MODEL, RELEVANCE_MODEL],
+    deps=[SILVER_IMPRESSIONS, BRONZE_QUERY_LOGS, BRONZE_CATALOG, DRIFT_REPORTS],
     group_name="mining",
     kinds={"spark", "pytorch", "delta"},
     owners=OWNERS,
@@ -205,7 +205,9 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
     description="The multi-agent sample miner's output for the newest window: the union of the pairs flagged by "
                 "the user-feedback and click-model agents (Spark, over every logged pair) and the disagreement "
                 "and uncertainty agents (the serving model, over the behavioural candidates plus a uniform "
-                "sample), one row per pair with each agent's score, kept within the iteration's budget.",
+                "sample), one row per pair with each agent's score, kept within the iteration's budget. The serving "
+                "model is the MLflow 'champion' (its version is in every row and in the lineage): the loop's "
+                "feedback edge, not an asset dependency, since the model is itself downstream of these samples.",
 )
 def mined_samples(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                   mlflow_resource: MlflowResource, model_settings: ModelSettings,

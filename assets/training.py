@@ -70,7 +70,7 @@ def _consensus_by_iteration(spark, store, documents) -> dict[int, pd.DataFrame]:
 
 @asset(
     key=TRAINING_SETS,
-    deps=[BRONZE_JUDGMENTS, BRONZE_CATALOG],
+    deps=[BRONZE_JUDGMENTS, BRONZE_CATALOG, CONSENSUS_LABELS],
     group_name=GROUP,
     kinds={"spark", "delta"},
     owners=OWNERS,
@@ -131,21 +131,31 @@ def load_training_set(store, training_set: str | None = None, sources: tuple[str
 
 def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow_resource: MlflowResource,
                        settings: ModelSettings, role: str, sources: tuple[str, ...] | None) -> MaterializeResult:
-    """Train a fresh model from the backbone on the newest training set, log and register it."""
+    """Train on the newest training set, log and register the model: the seed model from the backbone, a
+    retrained model from the champion's weights (``retrain_from``) or the backbone."""
     store = lakehouse.store
     training_set, ts_version, examples = load_training_set(store, sources=sources)
     if examples.empty:
         raise ValueError(f"training set {training_set} has no {'/'.join(sources or ('',))} pairs to train on")
-    model, tokenizer = RelevanceModel.from_backbone(settings.backbone, dropout=settings.dropout,
-                                                    max_length=settings.max_length)
-    report = train(model, tokenizer, examples, settings.training_config(), device=settings.device)
     registry = mlflow_resource.registry(lakehouse.paths.home)
+    champion = registry.alias_version(CHAMPION)
+    warm_start = role != "seed" and settings.retrain_from == "champion" and champion is not None
+    if warm_start:
+        model, tokenizer = RelevanceModel.load(registry.model_dir(champion))
+        initialised_from = f"champion v{champion}"
+    else:
+        model, tokenizer = RelevanceModel.from_backbone(settings.backbone, dropout=settings.dropout,
+                                                        max_length=settings.max_length)
+        initialised_from = settings.backbone
+    config = settings.training_config(warm_start=warm_start)
+    report = train(model, tokenizer, examples, config, device=settings.device)
     with tempfile.TemporaryDirectory() as tmp:
         folder = model.save(Path(tmp) / "model_dir", tokenizer)  # the artifact keeps this name
         run_id, version = registry.log_model(
             folder,
             run_name=f"{role}-{context.run_id[:8]}",
-            params={**settings.training_config().as_params(), "backbone": settings.backbone, "role": role,
+            params={**config.as_params(), "backbone": settings.backbone, "initialised_from": initialised_from,
+                    "role": role,
                     "training_set": training_set, "training_set_delta_version": ts_version,
                     "training_pairs": len(examples), "sources": ",".join(sources or ("seed", "iteration"))},
             metrics={"final_epoch_loss": report.epoch_losses[-1], "train_seconds": report.seconds,
@@ -165,7 +175,7 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
         metadata={
             "model_version": version, "model_uri": f"models:/{MODEL_NAME}/{version}", "mlflow_run_id": run_id,
             "training_set": training_set, "training_set_delta_version": ts_version, "training_pairs": len(examples),
-            "device": report.device, "epochs": len(report.epoch_losses), "train_seconds": round(report.seconds, 1),
+            "initialised_from": initialised_from, "device": report.device, "epochs": len(report.epoch_losses), "train_seconds": round(report.seconds, 1),
             "pairs_per_second": round(report.epoch_pairs_per_second[-1], 1),
             "epoch_losses": MetadataValue.json([round(x, 4) for x in report.epoch_losses]),
             "composition": MetadataValue.md(composition.to_markdown(index=False)),
@@ -200,7 +210,7 @@ def seed_model(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
     op_tags=GPU_TAGS,
     pool=GPU_POOL,
     automation_condition=AutomationCondition.eager(),
-    description="The relevance model retrained from the backbone on the mixed training set (this iteration's "
+    description="The relevance model retrained (from the champion's weights by default) on the mixed training set (this iteration's "
                 "labels + all earlier iterations' + the seed set). Runs on the GPU when there is one; registered "
                 f"as {MODEL_NAME} with alias '{CHALLENGER}' until the promotion check moves '{CHAMPION}'.",
 )

@@ -62,6 +62,8 @@ def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.e
 
     from assets.ingest import (ingest_catalog, ingest_glossary, ingest_judgments, ingest_query_logs, landing_assets,
                                silver_impressions)
+    from serm_dagster.checks import table_checks
+    from serm_dagster.definitions import asset_keys
     from serm_dagster.partitions import daily_partitions
     from serm_dagster.resources import LakehouseResource, SparkResource
     from spark_jobs.ingest import home_day, landing_index
@@ -78,13 +80,15 @@ def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.e
         raise typer.BadParameter(f"days {outside[0]}..{outside[-1]} lie outside the daily partitions "
                                  f"(start {daily_partitions.start:%Y-%m-%d}); set SERM_PARTITIONS_START")
     reference_assets = [ingest_catalog, ingest_judgments, ingest_glossary]
-    reference = materialize([*landing_assets, *reference_assets], resources=resources,
+    # the tables' schema checks run with them, so the UI shows every check evaluated
+    checks = table_checks(asset_keys([*reference_assets, ingest_query_logs, silver_impressions]))
+    reference = materialize([*landing_assets, *reference_assets, *checks], resources=resources,
                             instance=instance, selection=reference_assets, run_config=quiet)
     echo(f"ingested catalogue, judgments and glossary (run {reference.run_id})")
     runs = []
     for first, last in _contiguous(wanted):
         result = materialize(
-            [*landing_assets, ingest_query_logs, silver_impressions], resources=resources, instance=instance,
+            [*landing_assets, ingest_query_logs, silver_impressions, *checks], resources=resources, instance=instance,
             selection=[ingest_query_logs, silver_impressions], run_config=quiet,
             tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
         )
@@ -180,6 +184,48 @@ def tables():
 
 
 @app.command()
+def evolve(
+    iterations: int = typer.Option(3, help="iterations, one per window, over the newest windows of landing/"),
+    strategy: str = typer.Option("serm", help="'serm' (the multi-agent annotator) or 'self-training' (baseline)"),
+    window_days: int = typer.Option(3, help="days per window"),
+    compare_arms: bool = typer.Option(False, "--compare", help="run the seed / self-training / SERM comparison, "
+                                      "each arm in SERM_HOME/compare/, and materialize gold/evolution_report"),
+    seeds: str = typer.Option("13", help="comma-separated training seeds for --compare (the spread)"),
+):
+    """Run the self-evolution loop (resuming where it stopped), or the comparison of arms."""
+    from serm_dagster.evolution import STRATEGY_OF_ARM, compare
+    from serm_dagster.evolution import evolve as run_evolution
+
+    if strategy not in STRATEGY_OF_ARM:
+        raise typer.BadParameter(f"strategy must be one of {sorted(STRATEGY_OF_ARM)}")
+    paths = _paths()
+    started = time.perf_counter()
+    if compare_arms:
+        compare(paths, iterations, tuple(int(s) for s in seeds.split(",") if s.strip()), window_days, typer.echo)
+        materialize_selection(paths, ["gold/evolution_report"])
+        report()
+    else:
+        run_evolution(paths, iterations, STRATEGY_OF_ARM[strategy], window_days, typer.echo)
+    typer.echo(f"\nevolved in {time.perf_counter() - started:.0f}s")
+
+
+@app.command()
+def report(family: bool = typer.Option(False, "--family", help="per language family instead of overall")):
+    """The comparison table (arms x iterations x test sets) and where its chart is."""
+    from serm_dagster.evolution import summary_table
+    from serm_dagster.storage import DeltaStore
+
+    paths = _paths()
+    store = DeltaStore(paths.lakehouse)
+    if not store.exists("gold/evolution_report"):
+        typer.echo("no comparison yet: run `serm evolve --compare`")
+        raise typer.Exit(1)
+    rows = store.read_arrow("gold/evolution_report").to_pandas()
+    typer.echo(summary_table(rows, "family" if family else "overall").to_markdown(index=False))
+    typer.echo(f"\nseeds {sorted(rows['seed'].unique().tolist())}; chart {paths.home / 'reports' / 'evolution_ndcg1.png'}")
+
+
+@app.command()
 def sql(query: str = typer.Argument(..., help="an analytic's name (a file in sql/) or any SELECT statement"),
         limit: int = typer.Option(50, help="rows to print at most")):
     """Run one agreement analytic by name, or any SELECT over agent_votes, agent_labels, consensus_labels and
@@ -207,19 +253,22 @@ def demo(
     days: int = typer.Option(14, help="days of stream to simulate"),
     queries_per_day: int = typer.Option(2000, help="queries per simulated day"),
     seed: int = typer.Option(7, help="simulator seed"),
+    iterations: int = typer.Option(3, help="SERM iterations (one per 3-day window)"),
 ):
-    """The main job on the embedded default data: simulate, ingest, summarize."""
+    """The main job on the embedded default data: simulate a drifting stream, run SERM iterations over its
+    newest windows and the comparison with the frozen seed model and self-training, print the report."""
+    from serm_dagster.evolution import compare
+
     started = time.perf_counter()
-    simulate(days=days, queries_per_day=queries_per_day, seed=seed, start_date="2026-01-01", drift_strength=1.0)
-    ingest(day=None)
-    tables()
-    typer.echo("\ntraining the seed model on the seed judgments ...")
-    train(seed=True)
     paths = _paths()
+    simulate(days=days, queries_per_day=queries_per_day, seed=seed, start_date="2026-01-01", drift_strength=1.0)
+    typer.echo("\nrunning the comparison: the SERM arm here, self-training in SERM_HOME/compare/ ...")
+    compare(paths, iterations, (13,), 3, typer.echo)
+    materialize_selection(paths, ["gold/evolution_report"])
+    typer.echo("")
+    report(family=False)
     typer.echo(f"\ndone in {time.perf_counter() - started:.0f}s. Everything is under {paths.home}.\n"
                f"  Dagster UI: make dagster  (DAGSTER_HOME={paths.dagster_home}), then http://127.0.0.1:3000\n"
-               f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{paths.mlflow_db}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
+               f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{paths.mlflow_db}\n"
+               f"  DuckDB:     duckdb {paths.analytics_db}   (or: serm sql pairwise_kappa)\n"
+               f"  Tables:     serm tables; serm report --family")

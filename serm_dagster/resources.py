@@ -22,6 +22,7 @@ def build_spark_session(
     shuffle_partitions: int = 4,
     log_level: str = "ERROR",
     conf: dict[str, str] | None = None,
+    driver_memory: str | None = None,
 ):
     """A SparkSession for a local master, a cluster master, or a Spark Connect URL (``sc://``)."""
     from pyspark.sql import SparkSession
@@ -34,9 +35,14 @@ def build_spark_session(
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+        # staged Parquet (see DeltaStore.write) keeps microsecond UTC timestamps, as Arrow has them
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         # quiet start-up: no progress bars, no console log4j chatter below the chosen level
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        # local mode runs the executors in the driver's JVM: 1g (Spark's default) is too little for a
+        # million-row window; read when the JVM starts, i.e. by the process's first session
+        "spark.driver.memory": driver_memory or os.environ.get("SERM_SPARK_DRIVER_MEMORY", "4g"),
     }
     settings.update(conf or {})
     if master.startswith("sc://"):
@@ -103,6 +109,9 @@ class ModelSettings(ConfigurableResource):
                           description="'all-MiniLM-L6-v2' (packaged), a Hugging Face id, or a local folder")
     device: str = Field(default="auto", description="'auto' uses the GPU when there is one")
     epochs: int = 2
+    retrain_from: str = Field(default="champion", description="'champion': retraining fine-tunes the serving "
+                              "model on the mix (fast, keeps what it knows); 'backbone': from the pretrained encoder")
+    retrain_epochs: int = Field(default=1, description="epochs over the mix when retraining from the champion")
     batch_size: int = 32
     encoder_lr: float = 5e-5
     head_lr: float = 1e-3
@@ -116,10 +125,11 @@ class ModelSettings(ConfigurableResource):
     evolving_days: int = Field(default=3, description="the evolving test set: the newest N days of test judgments")
     static_margin: float = Field(default=0.5, description="NDCG@1 points the static set may lose at promotion")
 
-    def training_config(self, progress: bool = True):
+    def training_config(self, progress: bool = True, warm_start: bool = False):
         from models.training import TrainingConfig
 
-        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size, encoder_lr=self.encoder_lr,
+        return TrainingConfig(epochs=self.retrain_epochs if warm_start else self.epochs, batch_size=self.batch_size,
+                              encoder_lr=self.encoder_lr,
                               head_lr=self.head_lr, max_length=self.max_length, seed=self.seed, progress=progress)
 
     def mix_weights(self):
@@ -185,7 +195,11 @@ class AnnotatorSettings(ConfigurableResource):
     early_stop: bool = True
     quorum: float = Field(default=1.0, description="share of voting agents that must agree; 1.0 = unanimity")
     min_voters: int = Field(default=2, description="fewer voting agents than this: the pair is discarded")
-    min_behaviour_support: float = Field(default=3.0, description="examined impressions the behaviour agent needs")
+    semantic_min_band_accuracy: float = Field(default=0.5, description="the semantic agent abstains where its "
+                                              "calibrated accuracy on the seed judgments is lower")
+    behaviour_min_band_accuracy: float = Field(default=0.7, description="the same for the behaviour agent")
+    min_behaviour_support: float = Field(default=1.0, description="examined impressions the behaviour agent needs "
+                                         "to judge by click-model attractiveness (a clicked pair is judged by dwell)")
 
     def agreement(self):
         from models.agents import AgreementSettings

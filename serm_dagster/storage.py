@@ -1,19 +1,23 @@
 """The one storage layer: Delta tables under ``SERM_HOME/lakehouse/<layer>/<table>``.
 
-Spark computes; by default a DataFrame goes Spark -> Arrow -> ``deltalake`` (delta-rs), because
-delta-spark fetches its jars from Maven when a session starts. Where the Delta jars are on the
-session's classpath (a cluster), the same call writes natively with delta-spark. Either way each
+Spark computes; by default a DataFrame goes Spark -> Parquet staging -> Arrow batches -> ``deltalake``
+(delta-rs), never whole through the driver, because delta-spark fetches its jars from Maven when a
+session starts. Where the Delta jars are on the session's classpath (a cluster), the same call writes natively with delta-spark. Either way each
 commit carries the lineage as JSON in ``commitInfo.userMetadata``, the field both writers share.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.dataset as pa_dataset
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -119,7 +123,9 @@ class DeltaStore:
         """Overwrite the table, or with ``replace`` only the partitions given (others untouched)."""
         path = self.path(table)
         path.parent.mkdir(parents=True, exist_ok=True)
-        metadata = json.dumps(dict(lineage), sort_keys=True, default=str)
+        # the write id finds this commit's version afterwards, even when another writer committed since
+        write_id = uuid.uuid4().hex
+        metadata = json.dumps({**dict(lineage), "write_id": write_id}, sort_keys=True, default=str)
         predicate = partition_predicate(replace) if replace else None
         native = not isinstance(data, pa.Table) and delta_jars_available(data.sparkSession)
         if native:
@@ -130,22 +136,51 @@ class DeltaStore:
             writer.save(str(path))
             rows = None
         else:
-            arrow = data if isinstance(data, pa.Table) else data.toArrow()
-            write_deltalake(
-                str(path),
-                arrow,
-                mode="overwrite",
-                partition_by=partition_by,
-                predicate=predicate,
-                schema_mode=None if predicate else "overwrite",
-                commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: metadata}),
-            )
-            rows = arrow.num_rows
+            with self._arrow_stream(data) as (stream, counted):
+                write_deltalake(
+                    str(path),
+                    stream,
+                    mode="overwrite",
+                    partition_by=partition_by,
+                    predicate=predicate,
+                    schema_mode=None if predicate else "overwrite",
+                    commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: metadata}),
+                )
+                rows = counted["rows"]
         dt = DeltaTable(str(path))
         schema = pa.schema(dt.schema().to_arrow())
+        version = _commit_version(path, write_id)
         if rows is None:
-            rows = int(dt.history(1)[0].get("operationMetrics", {}).get("numOutputRows", -1))
-        return WriteResult(table, path, dt.version(), rows, schema, native)
+            commit = next(c for c in dt.history(50) if c.get("version") == version)
+            rows = int(commit.get("operationMetrics", {}).get("numOutputRows", -1))
+        return WriteResult(table, path, version, rows, schema, native)
+
+    @contextmanager
+    def _arrow_stream(self, data: "DataFrame | pa.Table"):
+        """(record batches, {"rows": n once consumed}) of an Arrow table or a Spark DataFrame.
+
+        A DataFrame is not collected to the driver (a million-row window would not fit its memory):
+        Spark's executors write it to Parquet under ``_staging/`` and delta-rs streams the files batch
+        by batch, cast to the schema Spark's own Arrow conversion gives (so both paths write alike)."""
+        counted = {"rows": 0}
+
+        def counting(batches):
+            for batch in batches:
+                counted["rows"] += batch.num_rows
+                yield batch
+
+        if isinstance(data, pa.Table):
+            yield pa.RecordBatchReader.from_batches(data.schema, counting(data.to_batches())), counted
+            return
+        schema = data.limit(0).toArrow().schema
+        staging = self.root / "_staging" / uuid.uuid4().hex
+        try:
+            data.write.mode("overwrite").parquet(str(staging))
+            files = pa_dataset.dataset(str(staging), format="parquet", exclude_invalid_files=True)
+            batches = (batch.cast(schema) for batch in files.to_batches(columns=schema.names))
+            yield pa.RecordBatchReader.from_batches(schema, counting(batches)), counted
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def history(self, table: str, limit: int | None = None) -> list[dict]:
         dt = self._table(table)
@@ -158,6 +193,17 @@ class DeltaStore:
                 raw = entry.get(LINEAGE_KEY)
                 return json.loads(raw) if raw else {}
         raise KeyError(f"no commit {version} in {table!r}")
+
+
+def _commit_version(path: Path, write_id: str, look_back: int = 100) -> int:
+    """The version of the commit carrying ``write_id``: read from the log files themselves, newest first,
+    because another writer may have committed after it (the table's latest version is not ours)."""
+    commits = sorted(((int(f.stem), f) for f in (path / "_delta_log").glob("*.json") if f.stem.isdigit()),
+                     reverse=True)
+    for version, file in commits[:look_back]:
+        if write_id in file.read_text():
+            return version
+    raise RuntimeError(f"the commit of write {write_id} is not among the last {look_back} commits of {path}")
 
 
 def _spark_schema(schema: pa.Schema):

@@ -438,3 +438,11 @@ TABLE_SCHEMAS["gold/iterations"] = DataFrameSchema({
        for s in ("evolving", "static") for m in ("ndcg1", "ndcg4", "accuracy")},
     "stage_seconds": Column(str),
 }, name="gold/iterations", coerce=True, strict=False)
+
+TABLE_SCHEMAS["gold/evolution_report"] = DataFrameSchema({
+    "seed": Column("int64"), "arm": Column(str, Check.isin(["seed", "self-training", "serm"])),
+    "iteration": Column("int64", Check.ge(0)), "model_version": Column(str),
+    "test_set": Column(str, Check.isin(["static", "evolving"])), "slice_type": Column(str), "slice": Column(str),
+    "metric": Column(str, Check.isin(["ndcg@1", "ndcg@4", "accuracy"])),
+    "value": Column("float64", Check.in_range(0, 100), nullable=True),
+}, name="gold/evolution_report", coerce=True, strict=False)

@@ -27,3 +27,16 @@ def test_every_lakehouse_table_has_a_schema_check():
     checked = {check.asset_key.to_user_string() for check in graph.asset_check_keys if check.name == "schema_valid"}
     tables = {k.to_user_string() for k in graph.get_all_asset_keys() if k.path[0] not in ("landing", "models", "analytics")}
     assert tables <= checked
+
+
+def test_lineage_runs_from_query_logs_to_the_models_without_cycles():
+    from dagster import AssetKey
+
+    graph = defs.get_repository_def().asset_graph
+    order = graph.toposorted_asset_keys  # raises on a cycle
+    assert order.index(AssetKey(["bronze", "query_logs"])) < order.index(AssetKey(["models", "relevance_model"]))
+    upstream = graph.get_ancestor_asset_keys(AssetKey(["models", "relevance_model"]))
+    assert {AssetKey(["bronze", "query_logs"]), AssetKey(["gold", "mined_samples"]),
+            AssetKey(["gold", "consensus_labels"]), AssetKey(["gold", "training_sets"])} <= upstream
+    for job in ("iteration_job", "retrain_job", "mining_job", "seed_model_job"):
+        assert defs.resolve_job_def(job).asset_layer is not None

@@ -5,21 +5,30 @@ import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
 
+from assets.analytics import analytics_assets
+from assets.annotation import annotation_assets
 from assets.evaluation import evaluation_assets, evaluation_checks
 from assets.ingest import ingest_assets
 from assets.mining import mining_assets
-from assets.training import training_assets
+from assets.training import training_assets, training_checks
 from serm_dagster.checks import table_checks
 from serm_dagster.cli import ingest_landing
 from serm_dagster.definitions import asset_keys
 from serm_dagster.registry import CHALLENGER, CHAMPION, Registry
-from serm_dagster.resources import LakehouseResource, MiningSettings, MlflowResource, ModelSettings, SparkResource
+from serm_dagster.resources import (
+    AnnotatorSettings,
+    LakehouseResource,
+    MiningSettings,
+    MlflowResource,
+    ModelSettings,
+    SparkResource,
+)
 from serm_dagster.settings import SermPaths
 from serm_dagster.simulator import SimulationConfig, simulate
 from serm_dagster.storage import DeltaStore
 
-ALL = [*ingest_assets, *mining_assets, *training_assets, *evaluation_assets]
-CHECKS = [*table_checks(asset_keys(ALL)), *evaluation_checks]
+ALL = [*ingest_assets, *mining_assets, *annotation_assets, *analytics_assets, *training_assets, *evaluation_assets]
+CHECKS = [*table_checks(asset_keys(ALL)), *training_checks, *evaluation_checks]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +48,8 @@ def resources(home, **settings):
     return {"spark": SparkResource(), "lakehouse": LakehouseResource(home=str(home)), "mlflow_resource": MlflowResource(),
             "model_settings": ModelSettings(**{"epochs": 2, "batch_size": 16, "max_length": 48, "encoder_lr": 1e-4,
                                                **settings}),
-            "mining_settings": MiningSettings(budget=150, sample_rest=600, mc_passes=4, embedding_sample_size=200)}
+            "mining_settings": MiningSettings(budget=150, sample_rest=600, mc_passes=4, embedding_sample_size=200),
+            "annotator_settings": AnnotatorSettings()}
 
 
 def run(home, selection, **settings):
@@ -127,6 +137,61 @@ def test_drift_report_and_mined_samples_are_enriched_for_model_errors(trained_ho
     # measured 1.82 overall (user feedback 1.89, disagreement 1.77, uncertainty 2.01) on this stream
     assert enrichment > 1.4
     assert all(ratio > 1.2 for n, ratio in per_agent.values() if n >= 20)
+
+
+def truth_labels(home) -> pd.DataFrame:
+    truth = pd.read_parquet(home / "simulator" / "truth" / "truth.parquet")
+    truth["query"] = truth["query"].map(lambda q: " ".join(q.lower().split()))
+    return truth.drop_duplicates(["query", "language", "doc_id"])[["query", "language", "doc_id", "label"]]
+
+
+def test_annotator_labels_mined_pairs_reliably_and_analytics_show_agreement(trained_home, monkeypatch):
+    """The embedded panel (knowledge, semantic, behaviour) labels the mined pairs: at least 40% accepted,
+    at least 85% of accepted labels right against the simulator's hidden truth (read only here)."""
+    result = run(trained_home, ["gold/agent_votes", "gold/agent_labels", "gold/consensus_labels",
+                                "analytics/agent_agreement"])
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    store = DeltaStore(trained_home / "lakehouse")
+    mined = store.read_arrow("gold/mined_samples").to_pandas()
+    consensus = store.read_arrow("gold/consensus_labels").to_pandas()
+    votes = store.read_arrow("gold/agent_votes").to_pandas()
+    labels = store.read_arrow("gold/agent_labels").to_pandas()
+    assert set(votes["agent"]) == {"knowledge", "semantic", "behaviour"}
+    assert set(consensus["iteration"]) == {1} and (consensus["language_family"] != "").all()
+    truth = truth_labels(trained_home)
+    judged = consensus.merge(truth, on=["query", "language", "doc_id"], suffixes=("", "_true"))
+    acceptance, accuracy = len(consensus) / len(mined), (judged["label"] == judged["label_true"]).mean()
+    per_agent = labels.dropna(subset=["label"]).merge(truth, on=["query", "language", "doc_id"],
+                                                      suffixes=("", "_true"))
+    agent_accuracy = per_agent.groupby("agent").apply(lambda f: round((f["label"] == f["label_true"]).mean(), 3),
+                                                      include_groups=False).to_dict()
+    coverage = (labels.dropna(subset=["label"]).groupby("agent").size() / len(mined)).round(3).to_dict()
+    print(f"annotator: accepted {acceptance:.1%} of {len(mined)} mined pairs, consensus right {accuracy:.1%} "
+          f"(n={len(judged)}); per agent accuracy {agent_accuracy} coverage {coverage}")
+    assert acceptance >= 0.40 and accuracy >= 0.85
+    assert len(judged) >= 0.9 * len(consensus)  # the truth covers the accepted pairs: the figure is real
+
+    # the DuckDB file holds every analytic; `serm sql` prints one by name or runs a query
+    import duckdb
+
+    with duckdb.connect(str(trained_home / "analytics.duckdb"), read_only=True) as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert {"pairwise_kappa", "fleiss_kappa", "krippendorff_alpha", "acceptance_rate"} <= tables
+        rate = con.execute("SELECT * FROM acceptance_rate").df()
+    assert len(rate) >= 1
+    from typer.testing import CliRunner
+
+    from serm_dagster.cli import app
+
+    monkeypatch.setenv("SERM_HOME", str(trained_home))
+    runner = CliRunner()
+    named = runner.invoke(app, ["sql", "pairwise_kappa"])
+    assert named.exit_code == 0 and "knowledge" in named.output
+    query = runner.invoke(app, ["sql", "SELECT agent, count(*) AS n FROM agent_votes GROUP BY agent ORDER BY agent"])
+    assert query.exit_code == 0 and "behaviour" in query.output and "semantic" in query.output
+    refused = runner.invoke(app, ["sql", "DROP TABLE agent_votes"])
+    assert refused.exit_code != 0
 
 
 def test_promotion_refuses_a_worse_model(trained_home):

@@ -30,6 +30,22 @@ from .base import (
 from .cache import InMemoryVoteCache, SqliteVoteCache, VoteCache
 from .openai_chat import OpenAIChatAgent
 from .prompt import PROMPT_VERSION, build_messages, parse_judgement, sanitize_untrusted
+from .embedded import (
+    BehaviourAgent,
+    BehaviourCalibration,
+    KnowledgeAgent,
+    KnowledgeBase,
+    KnowledgeSettings,
+    SemanticAgent,
+    SemanticCalibration,
+    ThresholdCalibration,
+    calibrate_thresholds,
+    default_panel,
+    fit_behaviour,
+    fit_semantic,
+    pairs_to_judge,
+    panel_calibration,
+)
 
 __all__ = [
     "LABELS", "STATUS_ABSTAIN", "STATUS_FAILED", "STATUS_OK", "PROMPT_VERSION",
@@ -38,6 +54,12 @@ __all__ = [
     "SqliteVoteCache", "VoteCache",
     "agree_across_agents", "annotate", "build_messages", "decide_agent_label", "majority_is_certain",
     "merge_rationales", "parse_judgement", "sanitize_untrusted", "stable_hash", "vote_within_agent",
+]
+# the embedded judges (plain numpy/pandas; torch only when the default MiniLM encoder is first used)
+__all__ += [
+    "BehaviourAgent", "BehaviourCalibration", "KnowledgeAgent", "KnowledgeBase", "KnowledgeSettings", "SemanticAgent",
+    "SemanticCalibration", "ThresholdCalibration", "calibrate_thresholds", "default_panel", "fit_behaviour",
+    "fit_semantic", "pairs_to_judge", "panel_calibration",
 ]
 
 

@@ -1,0 +1,246 @@
+"""The self-evolution loop over successive windows of the stream, and the comparison of arms.
+
+An iteration is ``iteration_job``'s assets materialized after the window's days are ingested: drift
+report, mining, annotation, training-set assembly, retraining, evaluation, promotion and the
+``gold/iterations`` record. ``evolve`` plays the stream forward window by window, so each iteration
+mines the newest window as it would in production. ``compare`` runs the same stream through the
+arms of the paper's comparison, each in its own data folder under ``SERM_HOME/compare/``:
+
+- ``seed``: the seed model, frozen (its evaluation, no iterations);
+- ``self-training``: the annotator replaced by the serving model's own predicted labels;
+- ``serm``: the multi-agent annotator.
+
+Same windows, same budget and the same training recipe for both evolving arms: only the labels differ.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from serm_dagster.settings import SermPaths
+
+ARMS = ("seed", "self-training", "serm")
+STRATEGY_OF_ARM = {"self-training": "self-training", "serm": "agents"}
+
+
+@dataclass(frozen=True)
+class EvolutionPlan:
+    """Which landing days are ingested before the first iteration, and each iteration's window."""
+
+    before: list[str]
+    windows: list[list[str]]
+
+
+def plan_windows(days: list[str], iterations: int, window_days: int) -> EvolutionPlan:
+    """The newest ``iterations * window_days`` days, cut into consecutive windows; the days before them
+    are the history the seed model and the first drift report see."""
+    days = sorted(set(days))
+    needed = iterations * window_days
+    if iterations < 1 or window_days < 1:
+        raise ValueError("iterations and window_days must be at least 1")
+    if len(days) <= needed:
+        raise ValueError(f"{iterations} iterations of {window_days} days need more than {needed} days of logs in "
+                         f"landing/; found {len(days)}")
+    first = len(days) - needed
+    return EvolutionPlan(days[:first], [days[first + i * window_days: first + (i + 1) * window_days]
+                                        for i in range(iterations)])
+
+
+def landing_days(paths: SermPaths) -> list[str]:
+    from spark_jobs.ingest import home_day, landing_index
+
+    index = landing_index(paths.landing, paths.state / "landing_index.json")
+    return sorted({d for path, entry in index.items() for d in [*entry["days"], home_day(path, entry)]})
+
+
+def resources_for(paths: SermPaths, strategy: str = "agents", **overrides) -> dict:
+    """The Definitions' resources pointed at ``paths``, with the annotator strategy and any overrides."""
+    from serm_dagster.definitions import default_resources
+    from serm_dagster.resources import AnnotatorSettings, LakehouseResource
+
+    return {**default_resources(), "lakehouse": LakehouseResource(home=str(paths.home)),
+            "annotator_settings": AnnotatorSettings(strategy=strategy), **overrides}
+
+
+def _materialize(selection, resources: dict, tags: dict):
+    from dagster import DagsterInstance, materialize
+
+    from serm_dagster.definitions import all_assets, all_checks
+
+    result = materialize([*all_assets, *all_checks], selection=selection, resources=resources,
+                         instance=DagsterInstance.get(), tags=tags, raise_on_error=True,
+                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    return result
+
+
+def completed_iterations(paths: SermPaths) -> int:
+    from serm_dagster.storage import DeltaStore
+
+    store = DeltaStore(paths.lakehouse)
+    if not store.exists("gold/iterations"):
+        return 0
+    return int(store.read_arrow("gold/iterations", columns=["iteration"]).column("iteration").to_pandas().max())
+
+
+def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
+           echo: Callable[[str], None] = print, **resource_overrides) -> pd.DataFrame:
+    """Run (or resume) ``iterations`` SERM iterations over the newest windows of ``landing/``.
+
+    Idempotent: days already ingested are replaced by the same rows, the seed model is trained once,
+    and iterations already recorded in ``gold/iterations`` are not run again. Returns that table.
+    """
+    from serm_dagster.cli import ingest_landing
+    from serm_dagster.jobs import iteration_job, seed_model_job
+    from serm_dagster.registry import CHAMPION, Registry
+    from serm_dagster.resources import MiningSettings
+    from serm_dagster.storage import DeltaStore
+
+    mining = resource_overrides.pop("mining_settings", None) or MiningSettings(window_days=window_days)
+    if mining.window_days != window_days:
+        raise ValueError(f"mining_settings.window_days={mining.window_days} but the windows are {window_days} days")
+    plan = plan_windows(landing_days(paths), iterations, window_days)
+    resources = resources_for(paths, strategy, mining_settings=mining, **resource_overrides)
+    tags = {"serm/strategy": strategy, "serm/trigger": "serm evolve"}
+    if Registry.under(paths.home).alias_version(CHAMPION) is None:
+        started = time.perf_counter()
+        ingest_landing(paths, plan.before, echo=lambda *_: None)
+        _materialize(seed_model_job.selection, resources, {**tags, "serm/reason": "seed model"})
+        echo(f"seed model trained on the seed judgments ({time.perf_counter() - started:.0f}s; "
+             f"history {plan.before[0]}..{plan.before[-1]})")
+    done = completed_iterations(paths)
+    for number, window in enumerate(plan.windows, start=1):
+        if number <= done:
+            continue
+        started = time.perf_counter()
+        ingest_landing(paths, window, echo=lambda *_: None)
+        _materialize(iteration_job.selection, resources,
+                     {**tags, "serm/reason": f"iteration {number} over {window[0]}..{window[-1]}"})
+        row = DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().set_index("iteration").loc[number]
+        echo(f"iteration {number} [{strategy}] {window[0]}..{window[-1]}: mined {row['mined']}, accepted "
+             f"{row['accepted']}, model v{row['model_before']} -> v{row['model_after']} "
+             f"({'promoted' if row['promoted'] else 'kept'}), evolving NDCG@1 {row['evolving_ndcg1']:.1f}, "
+             f"static {row['static_ndcg1']:.1f} ({time.perf_counter() - started:.0f}s)")
+    return DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas()
+
+
+def arm_paths(paths: SermPaths, arm: str, seed: int, seeds: tuple[int, ...]) -> SermPaths:
+    """An arm's data folder. The SERM arm of the first seed is the main folder itself (what `dagster dev`
+    shows); every other arm gets ``compare/seed<k>/<arm>``, reading the main folder's landing files through
+    a link: the same stream."""
+    if arm == "serm" and seed == seeds[0]:
+        return paths
+    home = paths.home / "compare" / f"seed{seed}" / arm
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "landing"
+    if not link.exists():
+        link.symlink_to(paths.landing.resolve(), target_is_directory=True)
+    return SermPaths.from_env(home).ensure()
+
+
+def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,), window_days: int = 3,
+            echo: Callable[[str], None] = print, **resource_overrides) -> pd.DataFrame:
+    """Run the evolving arms for each training seed (resuming arms already run); returns every arm's
+    champion metrics per iteration (the rows of ``gold/evolution_report``)."""
+    from serm_dagster.resources import ModelSettings
+
+    seeds_file = paths.home / "compare" / "seeds.json"
+    seeds_file.parent.mkdir(parents=True, exist_ok=True)
+    seeds_file.write_text(json.dumps(list(seeds)))
+    for seed in seeds:
+        for arm in ("serm", "self-training"):
+            echo(f"\n== arm {arm}, seed {seed} ==")
+            evolve(arm_paths(paths, arm, seed, seeds), iterations, STRATEGY_OF_ARM[arm], window_days, echo,
+                   model_settings=ModelSettings(seed=seed), **resource_overrides)
+    return comparison_rows(paths, seeds)
+
+
+def compared_seeds(paths: SermPaths) -> tuple[int, ...]:
+    """The training seeds of the last ``compare``, in its order (the first one's SERM arm is the main folder)."""
+    seeds_file = paths.home / "compare" / "seeds.json"
+    return tuple(json.loads(seeds_file.read_text())) if seeds_file.exists() else ()
+
+
+def comparison_rows(paths: SermPaths, seeds: tuple[int, ...]) -> pd.DataFrame:
+    """Per seed, arm, iteration (0 = the seed model), test set and slice: NDCG@1, NDCG@4 and accuracy of
+    the model serving after that iteration, read from each arm's ``gold/iterations`` and ``gold/evaluations``."""
+    from serm_dagster.storage import DeltaStore
+
+    rows = []
+    for seed in seeds:
+        for arm in ("serm", "self-training"):
+            store = DeltaStore(arm_paths(paths, arm, seed, seeds).lakehouse)
+            if not store.exists("gold/iterations"):
+                continue
+            history = store.read_arrow("gold/iterations").to_pandas().sort_values("iteration")
+            evaluations = store.read_arrow("gold/evaluations").to_pandas()
+            served = [(0, str(history["model_before"].iat[0]))] + \
+                [(int(r.iteration), str(r.model_after)) for r in history.itertuples()]
+            for iteration, version in served:
+                frame = _newest_evaluation(evaluations, version)
+                for target in ([arm, "seed"] if iteration == 0 and arm == "serm" else [arm]):
+                    rows.append(frame.assign(seed=seed, arm=target, iteration=iteration, model_version=version))
+            # the frozen seed model serves at every iteration of its arm
+            seed_frame = _newest_evaluation(evaluations, served[0][1])
+            if arm == "serm":
+                for iteration in range(1, len(served)):
+                    rows.append(seed_frame.assign(seed=seed, arm="seed", iteration=iteration,
+                                                  model_version=served[0][1]))
+    if not rows:
+        return pd.DataFrame()
+    columns = ["seed", "arm", "iteration", "model_version", "test_set", "slice_type", "slice", "metric", "value",
+               "n_queries"]
+    return pd.concat(rows, ignore_index=True)[columns]
+
+
+def _newest_evaluation(evaluations: pd.DataFrame, version: str) -> pd.DataFrame:
+    mine = evaluations[evaluations["model_version"] == version]
+    return mine[mine["dagster_run_id"] == mine["dagster_run_id"].iloc[-1]] if len(mine) else mine
+
+
+def summary_table(rows: pd.DataFrame, slice_type: str = "overall") -> pd.DataFrame:
+    """The paper's layout: one row per arm and iteration; columns test set x metric, mean ± std over seeds."""
+    part = rows[rows["slice_type"] == slice_type]
+    stats = part.groupby(["arm", "iteration", "slice", "test_set", "metric"])["value"].agg(["mean", "std", "count"])
+    stats = stats.reset_index()
+    stats["cell"] = [f"{m:.1f}" + (f" ± {s:.1f}" if n > 1 and pd.notna(s) else "")
+                     for m, s, n in zip(stats["mean"], stats["std"], stats["count"])]
+    table = stats.pivot_table(index=["arm", "iteration", "slice"], columns=["test_set", "metric"], values="cell",
+                              aggfunc="first")
+    table.columns = [f"{t} {m}" for t, m in table.columns]
+    order = {arm: i for i, arm in enumerate(ARMS)}
+    table = table.reset_index().sort_values(["slice", "iteration", "arm"], key=lambda c: c.map(order)
+                                             if c.name == "arm" else c)
+    return table.reset_index(drop=True)
+
+
+def chart(rows: pd.DataFrame, path: Path, test_set: str = "evolving") -> Path:
+    """PNG: NDCG@1 per iteration per arm on ``test_set`` (mean over seeds, band = min..max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    part = rows[(rows["slice_type"] == "overall") & (rows["metric"] == "ndcg@1") & (rows["test_set"] == test_set)]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for arm in ARMS:
+        mine = part[part["arm"] == arm].groupby("iteration")["value"].agg(["mean", "min", "max"])
+        if mine.empty:
+            continue
+        ax.plot(mine.index, mine["mean"], marker="o", label=arm)
+        ax.fill_between(mine.index, mine["min"], mine["max"], alpha=0.15)
+    ax.set_xlabel("iteration (0 = seed model)")
+    ax.set_ylabel(f"NDCG@1, {test_set} test set")
+    ax.set_xticks(sorted(part["iteration"].unique()))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
