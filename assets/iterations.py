@@ -99,7 +99,7 @@ def iterations(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
     if history is not None:  # re-running an iteration replaces its row
         kept = pa.Table.from_pandas(history[history["iteration"] != iteration], schema=ITERATION_TYPES,
                                     preserve_index=False)
-        table = pa.concat_tables([kept, table])
+        table = pa.concat_tables([kept, table]).sort_by("iteration")
     shown = table.to_pandas()[["iteration", "window_end", "drifted", "mined", "accepted", "model_before",
                                "model_after", "promoted", "evolving_ndcg1", "static_ndcg1"]]
     return write_asset_table(context, store, ITERATIONS, table, lineage={"iteration": iteration},

@@ -166,7 +166,8 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
     logs, pbm, pairs = pair_behaviour(session, store, start, end)
     pairs = pairs.withColumn("score", F.lit(None).cast("double")).cache()
     counts = {"logged_rows": logs.count(), "logged_pairs": pairs.count()}
-    candidates = behavioural_candidates(user_feedback_agent(pairs, settings), click_model_agent(pairs, settings=settings))
+    candidates = behavioural_candidates(user_feedback_agent(pairs, settings), click_model_agent(pairs, settings=settings),
+                                        limit=settings.max_candidates).localCheckpoint()
     to_score = candidates.unionByName(uniform_sample(pairs, candidates, settings.sample_rest, settings.seed))
     documents = document_texts(store.read_spark(session, table_name(BRONZE_CATALOG)))
     scored_input = to_score.join(documents.select("doc_id", "language", "doc_text"), ["doc_id", "language"]).toPandas()

@@ -68,15 +68,30 @@ def resources_for(paths: SermPaths, strategy: str = "agents", **overrides) -> di
             "annotator_settings": AnnotatorSettings(strategy=strategy), **overrides}
 
 
-def _materialize(selection, resources: dict, tags: dict):
+PROMOTION_CHECK = "challenger_beats_champion"
+
+
+def _materialize(selection, resources: dict, tags: dict, after_rejection: list[str] | None = None):
+    """Materialize in process. A challenger the blocking promotion check rejects is an outcome, not an error:
+    it stops the run before gold/promotions, so ``after_rejection`` (the iteration's record) is materialized by
+    a run of its own."""
     from dagster import DagsterInstance, materialize
 
     from serm_dagster.definitions import all_assets, all_checks
 
-    result = materialize([*all_assets, *all_checks], selection=selection, resources=resources,
-                         instance=DagsterInstance.get(), tags=tags, raise_on_error=True,
-                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-    return result
+    def run(chosen):
+        return materialize([*all_assets, *all_checks], selection=chosen, resources=resources,
+                           instance=DagsterInstance.get(), tags=tags, raise_on_error=False,
+                           run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+
+    result = run(selection)
+    if result.success:
+        return result
+    failed_steps = {event.step_key for event in result.get_step_failure_events()}
+    rejected = any(c.check_name == PROMOTION_CHECK and not c.passed for c in result.get_asset_check_evaluations())
+    if rejected and all(PROMOTION_CHECK in step for step in failed_steps):
+        return run(after_rejection) if after_rejection else result
+    raise RuntimeError(f"run {result.run_id} failed in {sorted(failed_steps)}; see the Dagster UI or its event log")
 
 
 def completed_iterations(paths: SermPaths) -> int:
@@ -120,13 +135,15 @@ def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", wind
         started = time.perf_counter()
         ingest_landing(paths, window, echo=lambda *_: None)
         _materialize(iteration_job.selection, resources,
-                     {**tags, "serm/reason": f"iteration {number} over {window[0]}..{window[-1]}"})
+                     {**tags, "serm/reason": f"iteration {number} over {window[0]}..{window[-1]}"},
+                     after_rejection=["gold/iterations"])
         row = DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().set_index("iteration").loc[number]
         echo(f"iteration {number} [{strategy}] {window[0]}..{window[-1]}: mined {row['mined']}, accepted "
              f"{row['accepted']}, model v{row['model_before']} -> v{row['model_after']} "
              f"({'promoted' if row['promoted'] else 'kept'}), evolving NDCG@1 {row['evolving_ndcg1']:.1f}, "
              f"static {row['static_ndcg1']:.1f} ({time.perf_counter() - started:.0f}s)")
-    return DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas()
+    return DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().sort_values("iteration") \
+        .reset_index(drop=True)
 
 
 def arm_paths(paths: SermPaths, arm: str, seed: int, seeds: tuple[int, ...]) -> SermPaths:
@@ -155,8 +172,10 @@ def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,
     for seed in seeds:
         for arm in ("serm", "self-training"):
             echo(f"\n== arm {arm}, seed {seed} ==")
+            base = resource_overrides.get("model_settings") or ModelSettings()
+            model_settings = ModelSettings(**{**{f: getattr(base, f) for f in ModelSettings.model_fields}, "seed": seed})
             evolve(arm_paths(paths, arm, seed, seeds), iterations, STRATEGY_OF_ARM[arm], window_days, echo,
-                   model_settings=ModelSettings(seed=seed), **resource_overrides)
+                   **{**resource_overrides, "model_settings": model_settings})
     return comparison_rows(paths, seeds)
 
 

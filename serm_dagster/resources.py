@@ -152,6 +152,7 @@ class MiningSettings(ConfigurableResource):
     model_flag_quantile: float = 0.8
     mc_passes: int = 6
     sample_rest: int = Field(default=1000, description="uniformly sampled non-candidates the model agents score")
+    max_candidates: int = Field(default=4000, description="behavioural candidates the model agents score at most")
     budget: int = Field(default=1000, description="pairs per iteration sent to the annotator")
     cap_per_query: int = 3
     min_language_share: float = 0.05

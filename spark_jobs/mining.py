@@ -53,6 +53,7 @@ class MinerSettings:
     model_flag_quantile: float = 0.8
     mc_passes: int = 6
     sample_rest: int = 1000        # uniformly sampled non-candidates the model agents also see
+    max_candidates: int = 4000     # behavioural candidates the model scores at most (strongest evidence first)
     # --- the budget
     budget: int = 1000             # pairs per iteration sent to the annotator
     cap_per_query: int = 3         # per (language, near-duplicate query key): one query must not eat the budget
@@ -175,10 +176,18 @@ def model_agents(scored: DataFrame, tau_md: float, tau_mu: float, passes: int) -
     )
 
 
-def behavioural_candidates(user_feedback: DataFrame, click_model: DataFrame) -> DataFrame:
-    """Pairs either behavioural agent flags (``query, language, doc_id``): what the model agents must score."""
-    return user_feedback.where("user_feedback_flag").select(*PAIR) \
-        .unionByName(click_model.where("click_model_flag").select(*PAIR)).distinct()
+def behavioural_candidates(user_feedback: DataFrame, click_model: DataFrame, limit: int | None = None) -> DataFrame:
+    """Pairs either behavioural agent flags (``query, language, doc_id``): what the model agents must score.
+
+    At most ``limit`` (``MinerSettings.max_candidates``): a big window flags tens of thousands of pairs
+    through the rank proxy, more than the model can score in an iteration or the budget could use; the
+    strongest behavioural evidence (the larger of attractiveness and CTR) goes first."""
+    flagged = user_feedback.where("user_feedback_flag").select(*PAIR, F.col("user_feedback_score").alias("_e")) \
+        .unionByName(click_model.where("click_model_flag").select(*PAIR, F.col("click_model_score").alias("_e")))
+    candidates = flagged.groupBy(*PAIR).agg(F.max("_e").alias("_e"))
+    if limit is not None:
+        candidates = candidates.orderBy(F.col("_e").desc_nulls_last(), *PAIR).limit(limit)
+    return candidates.select(*PAIR)
 
 
 def uniform_sample(pairs: DataFrame, exclude: DataFrame, n: int, seed: int) -> DataFrame:

@@ -88,6 +88,9 @@ def test_candidates_and_uniform_sample_of_the_rest(spark):
     pbm = frame(spark, [("q", "en", "d2", 0.8, 10, 3, 5.0, 5.0)], ATTRACTIVENESS)
     candidates = behavioural_candidates(user_feedback_agent(pairs, SETTINGS), click_model_agent(pbm, None, SETTINGS))
     assert sorted(r["doc_id"] for r in candidates.collect()) == ["d0", "d1", "d2"]
+    strongest = behavioural_candidates(user_feedback_agent(pairs, SETTINGS), click_model_agent(pbm, None, SETTINGS),
+                                       limit=1)
+    assert [r["doc_id"] for r in strongest.collect()] == ["d2"]  # attractiveness 0.8 beats CTR 0.2
     sample = [r["doc_id"] for r in uniform_sample(pairs, candidates, 4, seed=3).collect()]
     assert len(sample) == 4 and not set(sample) & {"d0", "d1", "d2"}
     assert sample == [r["doc_id"] for r in uniform_sample(pairs.repartition(3), candidates, 4, seed=3).collect()]
