@@ -19,7 +19,7 @@ from dagster import (
 
 from serm_dagster.jobs import ingest_daily_job, ingest_reference_job, iteration_job, retrain_job
 from serm_dagster.partitions import daily_partitions
-from serm_dagster.resources import LakehouseResource
+from serm_dagster.resources import LakehouseResource, MlflowResource
 from spark_jobs.ingest import home_day, landing_index
 from spark_jobs.landing import LandingFileError, landing_files
 
@@ -99,16 +99,41 @@ def retraining_reason(store) -> tuple[str | None, str | None]:
 
 
 MIN_UNLABELLED = 200
+MIN_NEW_LABELS = 200
+
+
+def new_labels_reason(store, registry) -> tuple[str | None, str | None]:
+    """(run key, reason) when the accepted labels of iterations the champion has not trained on reach
+    ``MIN_NEW_LABELS`` (e.g. labels that arrived after a rejected or failed retraining)."""
+    from serm_dagster.registry import CHAMPION
+
+    if not store.exists("gold/consensus_labels"):
+        return None, "no accepted labels yet"
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        return None, "no champion model yet"
+    trained_on = registry.version_tags(champion).get("training_set", "iter000")
+    seen = int(trained_on[4:7]) if trained_on.startswith("iter") and trained_on[4:7].isdigit() else 0
+    iterations = store.read_arrow("gold/consensus_labels", columns=["iteration"]).column("iteration").to_pylist()
+    new = sum(1 for i in iterations if i > seen)
+    if new < MIN_NEW_LABELS:
+        return None, f"{new} accepted labels newer than the champion's training set (< {MIN_NEW_LABELS})"
+    return (f"labels-after-{seen}-v{store.version('gold/consensus_labels')}",
+            f"{new} accepted labels newer than champion v{champion}'s training set {trained_on}")
 
 
 @sensor(job=retrain_job, minimum_interval_seconds=300,
         description="Requests retraining (label the newest mined samples, retrain, evaluate, promote) when the drift "
-                    "report says the stream moved or enough mined samples wait for labels; the reason is in the "
-                    "run's tags.")
-def retraining_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResource):
+                    "report says the stream moved or enough mined samples wait for labels, or when enough accepted "
+                    "labels are newer than the champion's training set; the reason is in the run's tags.")
+def retraining_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResource,
+                      mlflow_resource: MlflowResource):
     run_key, reason = retraining_reason(lakehouse.store)
     if run_key is None:
-        return SkipReason(reason)
+        labels_key, labels_reason = new_labels_reason(lakehouse.store, mlflow_resource.registry(lakehouse.paths.home))
+        if labels_key is None:
+            return SkipReason(f"{reason}; {labels_reason}")
+        run_key, reason = labels_key, labels_reason
     return RunRequest(run_key=run_key, tags={"serm/reason": reason, "serm/trigger": "sensor"})
 
 

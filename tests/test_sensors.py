@@ -14,8 +14,8 @@ from dagster import (
 
 from serm_dagster.definitions import defs
 from serm_dagster.jobs import retrain_job
-from serm_dagster.resources import LakehouseResource
-from serm_dagster.sensors import MIN_UNLABELLED, retraining_sensor, two_weekly_iteration
+from serm_dagster.resources import LakehouseResource, MlflowResource
+from serm_dagster.sensors import MIN_NEW_LABELS, MIN_UNLABELLED, retraining_sensor, two_weekly_iteration
 from serm_dagster.storage import DeltaStore
 
 
@@ -33,7 +33,8 @@ def write_drift(store: DeltaStore, drifted: bool) -> None:
 
 def evaluate(home, instance=None):
     context = build_sensor_context(instance=instance or DagsterInstance.ephemeral(),
-                                   resources={"lakehouse": LakehouseResource(home=str(home))})
+                                   resources={"lakehouse": LakehouseResource(home=str(home)),
+                                              "mlflow_resource": MlflowResource()})
     return retraining_sensor(context)
 
 
@@ -79,3 +80,50 @@ def test_schedule_runs_every_two_weeks_unless_a_run_already_did(home):
         later = now + timedelta(days=15)
         assert isinstance(two_weekly_iteration(build_schedule_context(instance=instance,
                                                                       scheduled_execution_time=later)), RunRequest)
+
+
+def register_champion(home, training_set: str) -> str:
+    """A real (tiny) model registered in the home's MLflow as champion, trained on ``training_set``."""
+    from models.backbone import tiny_backbone
+    from models.relevance import RelevanceModel
+    from serm_dagster.registry import CHAMPION, Registry
+
+    model, tokenizer = RelevanceModel.from_backbone(tiny_backbone(home / "tiny"))
+    folder = model.save(home / "model_dir", tokenizer)
+    registry = Registry.under(home)
+    _, version = registry.log_model(folder, run_name="test", params={}, metrics={})
+    registry.tag_version(version, {"training_set": training_set})
+    registry.set_alias(CHAMPION, version)
+    return version
+
+
+def test_retraining_sensor_requests_a_run_for_labels_the_champion_has_not_seen(home):
+    store = DeltaStore(home / "lakehouse")
+    version = register_champion(home, "iter001-abcdef0123")
+    write_mined(store, 2, 10)
+    # iteration 2 is labelled, so the mined samples do not ask; its labels are newer than the champion's
+    labels = pa.table({"iteration": [1] * 50 + [2] * (MIN_NEW_LABELS - 1), "label": [1] * (49 + MIN_NEW_LABELS)})
+    store.write("gold/consensus_labels", labels, lineage={})
+    skipped = evaluate(home)
+    assert isinstance(skipped, SkipReason) and f"{MIN_NEW_LABELS - 1} accepted labels newer" in skipped.skip_message
+    more = pa.table({"iteration": [1] * 50 + [2] * MIN_NEW_LABELS, "label": [1] * (50 + MIN_NEW_LABELS)})
+    store.write("gold/consensus_labels", more, lineage={})
+    request = evaluate(home)
+    assert isinstance(request, RunRequest)
+    assert request.tags["serm/reason"] == (f"{MIN_NEW_LABELS} accepted labels newer than champion v{version}'s "
+                                           "training set iter001-abcdef0123")
+
+
+def test_relevance_model_materializes_when_its_training_set_changes():
+    """The automation condition (eager) on models/relevance_model, evaluated with Dagster's own helper."""
+    from dagster import AssetKey, AssetMaterialization, evaluate_automation_conditions
+
+    with instance_for_test() as instance:
+        first = evaluate_automation_conditions(defs=defs, instance=instance)
+        relevance = AssetKey(["models", "relevance_model"])
+        assert first.get_num_requested(relevance) == 0
+        instance.report_runless_asset_event(AssetMaterialization(AssetKey(["gold", "training_sets"])))
+        second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert second.get_num_requested(relevance) == 1
+        third = evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+        assert third.get_num_requested(relevance) == 0  # requested once, not again until the inputs change
