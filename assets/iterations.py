@@ -1,6 +1,8 @@
 """The record of each SERM iteration: what it mined and accepted, which model served before and after,
 the drift verdict, the metrics, the promotion decision and the wall time of each stage."""
 
+import base64
+
 import pandas as pd
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
@@ -136,6 +138,10 @@ def evolution_report(context: AssetExecutionContext, lakehouse: LakehouseResourc
     return write_asset_table(context, store, EVOLUTION_REPORT, pa.Table.from_pandas(rows, preserve_index=False),
                              lineage={"seeds": list(seeds)}, metadata={
                                  "seeds": MetadataValue.json(list(seeds)), "chart": MetadataValue.path(str(png)),
+                                 # inline, so the asset page shows the chart itself
+                                 "chart_preview": MetadataValue.md(
+                                     f"![evolving NDCG@1](data:image/png;base64,"
+                                     f"{base64.b64encode(png.read_bytes()).decode()})"),
                                  "overall": MetadataValue.md(overall.to_markdown(index=False)),
                                  "per_language_family": MetadataValue.md(by_family.to_markdown(index=False))})
 

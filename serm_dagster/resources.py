@@ -198,7 +198,7 @@ class AnnotatorSettings(ConfigurableResource):
     min_voters: int = Field(default=2, description="fewer voting agents than this: the pair is discarded")
     semantic_min_band_accuracy: float = Field(default=0.5, description="the semantic agent abstains where its "
                                               "calibrated accuracy on the seed judgments is lower")
-    behaviour_min_band_accuracy: float = Field(default=0.7, description="the same for the behaviour agent")
+    behaviour_min_band_accuracy: float = Field(default=0.8, description="the same for the behaviour agent")
     min_behaviour_support: float = Field(default=1.0, description="examined impressions the behaviour agent needs "
                                          "to judge by click-model attractiveness (a clicked pair is judged by dwell)")
 

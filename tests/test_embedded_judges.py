@@ -493,6 +493,7 @@ def test_default_panel_meets_the_acceptance_bar_on_the_simulated_stream(simulate
     assert accuracy >= 0.85 and acceptance >= 0.40
     assert per_agent["knowledge"]["accuracy"] >= 0.95 and per_agent["knowledge"]["coverage"] >= 0.8
     assert per_agent["semantic"]["accuracy"] >= 0.65 and per_agent["semantic"]["coverage"] >= 0.4
-    assert per_agent["behaviour"]["accuracy"] >= 0.55 and per_agent["behaviour"]["coverage"] >= 0.25
+    # behaviour votes only where its seed calibration is >= 80% right: fewer votes, more of them right
+    assert per_agent["behaviour"]["accuracy"] >= 0.6 and per_agent["behaviour"]["coverage"] >= 0.15
     # every consensus label carries the merged rationale of the agents that agreed
     assert consensus["rationale"].str.len().gt(0).all()
