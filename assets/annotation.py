@@ -54,13 +54,13 @@ def seed_behaviour(session, store) -> pd.DataFrame:
     return seed.merge(behaviour, on=PAIR, how="left")
 
 
-def embedded_panel(session, store, settings: AnnotatorSettings, window_start, window_end) -> tuple[list, dict]:
+def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSettings, window_start,
+                   window_end) -> tuple[list, dict]:
     """The default judges, calibrated on the seed judgments, knowing what the glossary knew at the window's
     end and the window's logged queries (to tell generic modifiers from unknown terms); and their
     calibration (for lineage)."""
     from models.agents.embedded import default_panel, panel_calibration
 
-    catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
     glossary = store.read_arrow(table_name(BRONZE_GLOSSARY)).to_pandas() \
         if store.exists(table_name(BRONZE_GLOSSARY)) else None
     queries = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language"],
@@ -135,10 +135,11 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
     else:
         from models.agents.embedded import pairs_to_judge
 
-        agents, panel = embedded_panel(session, store, annotator_settings, mined["window_start"].min(), window_end)
+        catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
+        agents, panel = embedded_panel(session, store, catalog, annotator_settings, mined["window_start"].min(),
+                                       window_end)
         agents = [*agents, *annotator_settings.llm_panel()]
         panel = {"calibration": panel, "config_keys": {a.name: a.config_key() for a in agents}}
-        catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
         to_judge = pairs_to_judge(mined[[*PAIR, *BEHAVIOUR]], catalog, behaviour=mined[[*PAIR, *BEHAVIOUR]])
         cache = SqliteVoteCache(lakehouse.paths.state / "agent_cache.sqlite")
         result = annotate(to_judge, agents, annotator_settings.agreement(), cache=cache)
@@ -146,12 +147,10 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
 
     replace = {"iteration": [iteration]}
     lineage = {"iteration": iteration, "strategy": annotator_settings.strategy, "panel": panel}
-    outputs = {}
     for key, frame in ((AGENT_VOTES, votes), (AGENT_LABELS, labels), (CONSENSUS_LABELS, consensus)):
         table = pa.Table.from_pandas(_with_iteration(frame, iteration), preserve_index=False)
-        outputs[key] = write_asset_table(context, store, key, table, partition_by=["iteration"], replace=replace,
-                                         upstream=upstream, lineage=lineage, metadata=_metadata(key, frame, stats))
-        yield outputs[key]
+        yield write_asset_table(context, store, key, table, partition_by=["iteration"], replace=replace,
+                                upstream=upstream, lineage=lineage, metadata=_metadata(key, frame, stats))
     bad = consensus[~consensus["label"].between(0, 3) | (consensus["agreeing_agents"].map(len) == 0)] \
         if len(consensus) else consensus
     yield AssetCheckResult(asset_key=CONSENSUS_LABELS, check_name="labels_in_range", passed=len(bad) == 0,

@@ -8,7 +8,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from assets.annotation import annotate_mined_samples
-from assets.evaluation import EVALUATIONS, PROMOTIONS
+from assets.evaluation import EVALUATIONS, PROMOTIONS, latest_evaluation
 from assets.mining import DRIFT_REPORTS, MINED_SAMPLES
 from assets.training import CONSENSUS_LABELS, RELEVANCE_MODEL, TRAINING_SETS
 from serm_dagster.registry import CHALLENGER, CHAMPION
@@ -33,10 +33,10 @@ ITERATION_TYPES = pa.schema([
 ])
 
 
-def overall_metrics(evaluations: pd.DataFrame, version: str) -> dict:
-    """``evolving_ndcg1`` ... ``static_accuracy`` of one model version (its newest evaluation)."""
-    rows = evaluations[(evaluations["model_version"] == version) & (evaluations["slice_type"] == "overall")]
-    rows = rows[rows["dagster_run_id"] == rows["dagster_run_id"].iloc[-1]] if len(rows) else rows
+def overall_metrics(store, version: str) -> dict:
+    """``evolving_ndcg1`` ... ``static_accuracy`` of one model version."""
+    evaluation = latest_evaluation(store, version)
+    rows = evaluation[evaluation["slice_type"] == "overall"] if evaluation is not None else pd.DataFrame()
     names = {"ndcg@1": "ndcg1", "ndcg@4": "ndcg4", "accuracy": "accuracy"}
     return {f"{r.test_set}_{names[r.metric]}": float(r.value) for r in rows.itertuples()}
 
@@ -92,7 +92,7 @@ def iterations(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
         "training_set": tags.get("training_set"), "model_before": model_before, "challenger": challenger,
         "model_after": champion, "promoted": champion != model_before,
         "promotion_reason": tags.get("promotion_reason"),
-        **overall_metrics(store.read_arrow(table_name(EVALUATIONS)).to_pandas(), champion),
+        **overall_metrics(store, champion),
         "stage_seconds": pd.Series(stage_seconds(context.instance, keys)).to_json(),
         "recorded_at": pd.Timestamp.now(tz="UTC"),
     }

@@ -200,26 +200,21 @@ def comparison_rows(paths: SermPaths, seeds: tuple[int, ...]) -> pd.DataFrame:
             evaluations = store.read_arrow("gold/evaluations").to_pandas()
             served = [(0, str(history["model_before"].iat[0]))] + \
                 [(int(r.iteration), str(r.model_after)) for r in history.itertuples()]
+            def evaluated(version: str) -> pd.DataFrame:
+                # one evaluation per version: re-evaluating a version replaces its partition
+                return evaluations[evaluations["model_version"] == version]
+
             for iteration, version in served:
-                frame = _newest_evaluation(evaluations, version)
-                for target in ([arm, "seed"] if iteration == 0 and arm == "serm" else [arm]):
-                    rows.append(frame.assign(seed=seed, arm=target, iteration=iteration, model_version=version))
-            # the frozen seed model serves at every iteration of its arm
-            seed_frame = _newest_evaluation(evaluations, served[0][1])
-            if arm == "serm":
-                for iteration in range(1, len(served)):
-                    rows.append(seed_frame.assign(seed=seed, arm="seed", iteration=iteration,
-                                                  model_version=served[0][1]))
+                rows.append(evaluated(version).assign(seed=seed, arm=arm, iteration=iteration, model_version=version))
+            if arm == "serm":  # the frozen seed model serves at every iteration of its arm
+                seed_version = served[0][1]
+                rows += [evaluated(seed_version).assign(seed=seed, arm="seed", iteration=i, model_version=seed_version)
+                         for i in range(len(served))]
     if not rows:
         return pd.DataFrame()
     columns = ["seed", "arm", "iteration", "model_version", "test_set", "slice_type", "slice", "metric", "value",
                "n_queries"]
     return pd.concat(rows, ignore_index=True)[columns]
-
-
-def _newest_evaluation(evaluations: pd.DataFrame, version: str) -> pd.DataFrame:
-    mine = evaluations[evaluations["model_version"] == version]
-    return mine[mine["dagster_run_id"] == mine["dagster_run_id"].iloc[-1]] if len(mine) else mine
 
 
 def summary_table(rows: pd.DataFrame, slice_type: str = "overall") -> pd.DataFrame:
