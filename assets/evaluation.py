@@ -1,5 +1,7 @@
 """Evaluate stage: every model of interest on the static and evolving test sets; promotion."""
 
+import hashlib
+
 import pandas as pd
 import pyarrow as pa
 from dagster import (
@@ -22,6 +24,7 @@ from serm_dagster.resources import LakehouseResource, MlflowResource, ModelSetti
 from serm_dagster.tables import table_name, write_asset_table
 from spark_jobs.training import TestWindows, document_texts, labelled_pairs, split_test_sets
 
+PROMOTION_CHECK = "challenger_beats_champion"
 GROUP = "evaluation"
 OWNERS = ["team:serm"]
 EVALUATIONS = AssetKey(["gold", "evaluations"])
@@ -31,6 +34,7 @@ EVALUATION_TYPES = pa.schema([
     ("model_version", pa.string()), ("aliases", pa.string()), ("test_set", pa.string()), ("slice_type", pa.string()),
     ("slice", pa.string()), ("metric", pa.string()), ("value", pa.float64()), ("n_queries", pa.int64()),
     ("n_pairs", pa.int64()), ("dagster_run_id", pa.string()), ("judgments_version", pa.int64()),
+    ("test_pairs_digest", pa.string()),
 ])
 
 
@@ -67,29 +71,47 @@ def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     store = lakehouse.store
     registry = mlflow_resource.registry(lakehouse.paths.home)
     pairs = test_pairs(spark.get_session(), store, TestWindows(model_settings.evolving_days))
+    digest = pairs_digest(pairs)
     judgments_version = store.version(table_name(BRONZE_JUDGMENTS))
+    interest = models_of_interest(registry)
+    # a version already evaluated on these very test pairs keeps its rows: a model's scores do not change
+    stale = {v: a for v, a in interest.items() if not evaluated_on(store, v, digest)}
     tables = []
-    for version, aliases in models_of_interest(registry).items():
+    for version, aliases in stale.items():
         scorer = Scorer.from_folder(registry.model_dir(version), device=model_settings.device,
                                     batch_size=model_settings.eval_batch_size)
         table = evaluate_on_test_sets(scorer, pairs).assign(
             model_version=version, aliases=",".join(aliases), dagster_run_id=context.run_id,
-            judgments_version=judgments_version)
+            judgments_version=judgments_version, test_pairs_digest=digest)
         tables.append(table)
         for row in table[table.slice_type == "overall"].itertuples():
             registry.client().log_metric(registry.version_tags(version)["mlflow_run_id"],
                                          f"{row.test_set}_{row.metric.replace('@', '_at_')}", row.value)
+    current = pd.concat([*tables, *[latest_evaluation(store, v).assign(aliases=",".join(a))
+                                    for v, a in interest.items() if v not in stale]], ignore_index=True)
+    shown = current.assign(model=current["model_version"] + " (" + current["aliases"] + ")")
+    metadata = {"test_pairs": MetadataValue.json(pairs.groupby("test_set").size().to_dict()),
+                "evaluated": MetadataValue.json(sorted(stale)), "evaluation": MetadataValue.md(markdown_table(shown))}
+    upstream = {table_name(BRONZE_JUDGMENTS): judgments_version,
+                table_name(BRONZE_CATALOG): store.version(table_name(BRONZE_CATALOG))}
+    if not tables:
+        return MaterializeResult(metadata={**metadata, "delta_version": store.version(table_name(EVALUATIONS))})
     evaluated = pd.concat(tables, ignore_index=True)
     data = pa.Table.from_pandas(evaluated[EVALUATION_TYPES.names], schema=EVALUATION_TYPES, preserve_index=False)
-    shown = evaluated.assign(model=evaluated["model_version"] + " (" + evaluated["aliases"] + ")")
-    return write_asset_table(
-        context, store, EVALUATIONS, data, partition_by=["model_version"],
-        replace={"model_version": sorted(evaluated["model_version"].unique())},
-        upstream={table_name(BRONZE_JUDGMENTS): judgments_version,
-                  table_name(BRONZE_CATALOG): store.version(table_name(BRONZE_CATALOG))},
-        metadata={"test_pairs": MetadataValue.json(pairs.groupby("test_set").size().to_dict()),
-                  "evaluation": MetadataValue.md(markdown_table(shown))},
-    )
+    return write_asset_table(context, store, EVALUATIONS, data, partition_by=["model_version"],
+                             replace={"model_version": sorted(stale)}, upstream=upstream, metadata=metadata)
+
+
+def pairs_digest(pairs: pd.DataFrame) -> str:
+    """A fingerprint of the test pairs and their labels (order-free)."""
+    key = pairs[["test_set", "query", "language", "doc_id", "label"]].astype(str).sort_values(
+        ["test_set", "query", "language", "doc_id"]).reset_index(drop=True)
+    return hashlib.sha1(pd.util.hash_pandas_object(key, index=False).values.tobytes()).hexdigest()[:16]
+
+
+def evaluated_on(store, version: str, digest: str) -> bool:
+    rows = latest_evaluation(store, version)
+    return rows is not None and "test_pairs_digest" in rows and bool((rows["test_pairs_digest"] == digest).all())
 
 
 def latest_evaluation(store, version: str) -> pd.DataFrame | None:
@@ -99,7 +121,7 @@ def latest_evaluation(store, version: str) -> pd.DataFrame | None:
     return rows if len(rows) else None
 
 
-@asset_check(asset=EVALUATIONS, name="challenger_beats_champion", blocking=True,
+@asset_check(asset=EVALUATIONS, name=PROMOTION_CHECK, blocking=True,
              description="The challenger is promoted only if evolving-set NDCG@1 improves and the static set does "
                          "not regress beyond the configured margin; blocks gold/promotions otherwise.")
 def challenger_beats_champion(context: AssetCheckExecutionContext, lakehouse: LakehouseResource,

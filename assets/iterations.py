@@ -41,14 +41,15 @@ def overall_metrics(store, version: str) -> dict:
     return {f"{r.test_set}_{names[r.metric]}": float(r.value) for r in rows.itertuples()}
 
 
-def stage_seconds(instance, keys: dict[str, AssetKey]) -> dict[str, float]:
-    """Wall time of the step that last materialized each stage's asset (from Dagster's run storage)."""
+def stage_seconds(instance, runs: dict[str, str | None]) -> dict[str, float]:
+    """Wall time of each stage's step in the run that wrote this home's copy of its table (from Dagster's run
+    storage). The run comes from the table's own lineage, not the instance's latest materialization: arms of a
+    comparison share one instance."""
     seconds = {}
-    for stage, key in keys.items():
-        event = instance.get_latest_materialization_event(key)
-        if event is None:
+    for stage, run_id in runs.items():
+        if not run_id:
             continue
-        for stats in instance.get_run_step_stats(event.run_id, step_keys=[STAGE_STEPS[stage]]):
+        for stats in instance.get_run_step_stats(run_id, step_keys=[STAGE_STEPS[stage]]):
             if stats.start_time and stats.end_time:
                 seconds[stage] = round(stats.end_time - stats.start_time, 1)
     return seconds
@@ -80,8 +81,13 @@ def iterations(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
     challenger, champion = registry.alias_version(CHALLENGER), registry.alias_version(CHAMPION)
     tags = registry.version_tags(challenger) if challenger else {}
     model_before = str(mined["model_version"].iat[0])
-    keys = {"drift": DRIFT_REPORTS, "mine": MINED_SAMPLES, "annotate": CONSENSUS_LABELS, "assemble": TRAINING_SETS,
-            "train": RELEVANCE_MODEL, "evaluate": EVALUATIONS, "promote": PROMOTIONS}
+    tables = {"drift": DRIFT_REPORTS, "mine": MINED_SAMPLES, "annotate": CONSENSUS_LABELS, "assemble": TRAINING_SETS,
+              "evaluate": EVALUATIONS, "promote": PROMOTIONS}
+    runs = {stage: store.lineage(table_name(key)).get("dagster_run_id") for stage, key in tables.items()
+            if store.exists(table_name(key))}
+    runs["train"] = tags.get("dagster_run_id")
+    if runs.get("promote") != runs.get("evaluate"):  # a rejected challenger: no promotion ran this iteration
+        runs.pop("promote", None)
     row = {
         "iteration": iteration, "strategy": annotator_settings.strategy,
         "window_start": mined["window_start"].iat[0], "window_end": window_end,
@@ -93,7 +99,7 @@ def iterations(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
         "model_after": champion, "promoted": champion != model_before,
         "promotion_reason": tags.get("promotion_reason"),
         **overall_metrics(store, champion),
-        "stage_seconds": pd.Series(stage_seconds(context.instance, keys)).to_json(),
+        "stage_seconds": pd.Series(stage_seconds(context.instance, runs)).to_json(),
         "recorded_at": pd.Timestamp.now(tz="UTC"),
     }
     table = pa.Table.from_pylist([row], schema=ITERATION_TYPES)

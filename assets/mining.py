@@ -128,11 +128,11 @@ def pair_behaviour(session, store, start: date, end: date):
     return logs, pbm, pairs
 
 
-def score_with_model(scorer: Scorer, pairs: pd.DataFrame, passes: int, seed: int) -> pd.DataFrame:
+def score_with_model(scorer: Scorer, pairs: pd.DataFrame, passes: int, seed: int, top_layers: int = 0
+                     ) -> pd.DataFrame:
     """The model agents' signals: score f, entropy of Pr(y|q,d), and the MC-dropout score gap."""
-    queries, docs = pairs["query"].tolist(), pairs["doc_text"].tolist()
-    probs = scorer.predict_proba(queries, docs)
-    samples = scorer.mc_dropout(queries, docs, k=passes, seed=seed)
+    probs, samples = scorer.judge(pairs["query"].tolist(), pairs["doc_text"].tolist(), k=passes, seed=seed,
+                                  top_layers=top_layers or None)
     return pairs[PAIR].assign(score=probs @ [0.0, 1.0, 2.0, 3.0], uncertainty_score=entropy(probs),
                               disagreement_score=disagreement(samples))
 
@@ -174,7 +174,7 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
     counts["behavioural_candidates"] = candidates.count()
     lap("behavioural_agents")
 
-    signals = score_with_model(scorer, scored_input, settings.mc_passes, settings.seed)
+    signals = score_with_model(scorer, scored_input, settings.mc_passes, settings.seed, settings.mc_top_layers)
     counts["model_scored_pairs"] = len(signals)
     lap("model_agents")
 

@@ -140,7 +140,11 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
     registry = mlflow_resource.registry(lakehouse.paths.home)
     champion = registry.alias_version(CHAMPION)
     warm_start = role != "seed" and settings.retrain_from == "champion" and champion is not None
-    if warm_start:
+    adopted = role == "seed" and bool(settings.seed_model_from)
+    if adopted:  # an existing model becomes the seed: e.g. the arms of a comparison share one
+        model, tokenizer = RelevanceModel.load(settings.seed_model_from)
+        initialised_from = settings.seed_model_from
+    elif warm_start:
         model, tokenizer = RelevanceModel.load(registry.model_dir(champion))
         initialised_from = f"champion v{champion}"
     else:
@@ -148,20 +152,26 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
                                                         max_length=settings.max_length)
         initialised_from = settings.backbone
     config = settings.training_config(warm_start=warm_start)
-    report = train(model, tokenizer, examples, config, device=settings.device)
+    report = None if adopted else train(model, tokenizer, examples, config, device=settings.device)
+    trained = {} if report is None else {
+        "device": report.device, "epochs": len(report.epoch_losses), "train_seconds": round(report.seconds, 1),
+        "pairs_per_second": round(report.epoch_pairs_per_second[-1], 1),
+        "epoch_losses": MetadataValue.json([round(x, 4) for x in report.epoch_losses])}
     with tempfile.TemporaryDirectory() as tmp:
         folder = model.save(Path(tmp) / "model_dir", tokenizer)  # the artifact keeps this name
         run_id, version = registry.log_model(
             folder,
             run_name=f"{role}-{context.run_id[:8]}",
             params={**config.as_params(), "backbone": settings.backbone, "initialised_from": initialised_from,
-                    "role": role,
+                    "role": role, "adopted": adopted,
                     "training_set": training_set, "training_set_delta_version": ts_version,
                     "training_pairs": len(examples), "sources": ",".join(sources or ("seed", "iteration"))},
-            metrics={"final_epoch_loss": report.epoch_losses[-1], "train_seconds": report.seconds,
-                     "pairs_per_second": report.epoch_pairs_per_second[-1]},
-            step_metrics={"loss": report.step_losses, "epoch_loss": report.epoch_losses},
-            tags={"dagster_run_id": context.run_id, "role": role, "device": report.device},
+            metrics={} if report is None else {
+                "final_epoch_loss": report.epoch_losses[-1], "train_seconds": report.seconds,
+                "pairs_per_second": report.epoch_pairs_per_second[-1]},
+            step_metrics={} if report is None else {"loss": report.step_losses, "epoch_loss": report.epoch_losses},
+            tags={"dagster_run_id": context.run_id, "role": role,
+                  "device": "none (adopted)" if report is None else report.device},
         )
     registry.tag_version(version, {"role": role, "training_set": training_set,
                                    "training_set_delta_version": ts_version, "dagster_run_id": context.run_id})
@@ -175,9 +185,7 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
         metadata={
             "model_version": version, "model_uri": f"models:/{MODEL_NAME}/{version}", "mlflow_run_id": run_id,
             "training_set": training_set, "training_set_delta_version": ts_version, "training_pairs": len(examples),
-            "initialised_from": initialised_from, "device": report.device, "epochs": len(report.epoch_losses), "train_seconds": round(report.seconds, 1),
-            "pairs_per_second": round(report.epoch_pairs_per_second[-1], 1),
-            "epoch_losses": MetadataValue.json([round(x, 4) for x in report.epoch_losses]),
+            "initialised_from": initialised_from, **trained,
             "composition": MetadataValue.md(composition.to_markdown(index=False)),
         },
     )
@@ -192,7 +200,8 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
     code_version="1",
     op_tags=GPU_TAGS,
     pool=GPU_POOL,
-    description="The seed model: the cross-encoder fine-tuned on the seed (SFT) judgments only. Registered in "
+    description="The seed model: the cross-encoder fine-tuned on the seed (SFT) judgments only (or the model "
+                "ModelSettings.seed_model_from names, adopted as it is). Registered in "
                 f"MLflow as {MODEL_NAME} with alias '{SEED_ALIAS}'; the first one also becomes '{CHAMPION}'.",
 )
 def seed_model(context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow_resource: MlflowResource,

@@ -1,14 +1,14 @@
 """Batched scoring, fast on a CPU and on the GPU when there is one; the miner's model signals.
 
-The disagreement and uncertainty agents call ``Scorer.mc_dropout`` + ``disagreement`` and
-``Scorer.predict_proba`` + ``entropy``.
+The disagreement and uncertainty agents call ``Scorer.judge`` (label distribution and MC-dropout
+samples in one pass) with ``disagreement`` and ``entropy``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.relevance import LABELS, RelevanceModel, expected_score
+from models.relevance import LABELS, RelevanceModel, encoder_layers, expected_score
 
 _LENGTH_CHUNK = 8192  # pairs tokenized at a time to measure lengths: bounded memory on big inputs
 
@@ -83,6 +83,7 @@ class Scorer:
         self.max_length = max_length or model.max_length
         if self.device.type == "cpu":
             set_cpu_threads(num_threads)
+        self._reruns_top_layers: bool | None = None  # whether judge() may re-run only the top layers
 
     @classmethod
     def from_folder(cls, folder: str | Path, **kwargs) -> "Scorer":
@@ -109,10 +110,11 @@ class Scorer:
                                      truncation=True, max_length=self.max_length, return_tensors="pt")
             yield index, {k: v.to(self.device) for k, v in encoded.items()}
 
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=cuda_autocast_dtype()) if self.device.type == "cuda" else nullcontext()
+
     def _forward(self, batch: dict) -> torch.Tensor:
-        if self.device.type != "cuda":
-            return self.model(**batch).float()
-        with torch.autocast("cuda", dtype=cuda_autocast_dtype()):
+        with self._autocast():
             return self.model(**batch).float()
 
     @staticmethod
@@ -147,18 +149,72 @@ class Scorer:
         the same seed, batch size and inputs give the same samples, and the caller's random state is
         untouched.
         """
+        return self.judge(queries, docs, k, seed, top_layers=None)[1]
+
+    def judge(self, queries: Sequence[str], docs: Sequence[str], k: int = 8, seed: int = 0,
+              top_layers: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
+        """``(Pr(y|q,d) [N, 4], MC-dropout expected scores [N, k])`` in one go: what the model agents need.
+
+        ``top_layers=n`` resamples dropout only in the encoder's top ``n`` layers and the head: the layers
+        below run once per batch in eval mode (their output is the same for every pass), so ``k`` passes
+        cost about ``1 + k * n / depth`` forward passes instead of ``1 + k``. ``None`` resamples every
+        layer (full MC dropout). Encoders whose layers cannot be re-run on their own (a final norm after
+        the last layer, an unknown layout) fall back to full passes; a check on the first batch decides.
+        """
         if k < 1:
             raise ValueError("k must be >= 1")
         queries, docs = self._as_lists(queries, docs)
+        probs = np.zeros((len(queries), len(LABELS)), dtype=np.float64)
         out = np.zeros((len(queries), k), dtype=np.float64)
+        top = encoder_layers(self.model.encoder)[-top_layers:] if top_layers else []
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), dropout_active(self.model), torch.inference_mode():
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
             for index, batch in self._batches(queries, docs):
-                for sample in range(k):
-                    probs = torch.softmax(self._forward(batch), dim=-1)
-                    out[index, sample] = expected_score(probs).cpu().numpy()
-        return out
+                self.model.eval()
+                with capture_inputs(top[0]) if top else nullcontext() as captured, self._autocast():
+                    hidden = self.model.encoder(**batch).last_hidden_state
+                    probs[index] = torch.softmax(self._pooled_logits(hidden, batch).float(), dim=-1).cpu().numpy()
+                    if top and self._reruns_top_layers is None:
+                        rerun = _run_layers(top, captured)
+                        self._reruns_top_layers = torch.allclose(rerun.float(), hidden.float(), atol=1e-3)
+                with dropout_active(self.model), self._autocast():
+                    for sample in range(k):
+                        if top and self._reruns_top_layers:
+                            logits = self._pooled_logits(_run_layers(top, captured), batch)
+                        else:
+                            logits = self._forward(batch)
+                        out[index, sample] = expected_score(torch.softmax(logits.float(), dim=-1)).cpu().numpy()
+        return probs, out
+
+    def _pooled_logits(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self.model.logits_from_hidden(hidden, batch["attention_mask"])
+
+
+@contextmanager
+def capture_inputs(layer: nn.Module):
+    """Record the arguments the model calls ``layer`` with (its hidden states, masks, position data)."""
+    captured: dict = {}
+
+    def hook(_module, args, kwargs):
+        captured["args"], captured["kwargs"] = args, dict(kwargs)
+
+    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def _run_layers(layers: list[nn.Module], captured: dict) -> torch.Tensor:
+    """Re-run ``layers`` from the captured input of the first, passing the others the same masks."""
+    args, kwargs = captured["args"], dict(captured["kwargs"])
+    hidden = args[0] if args else kwargs.pop("hidden_states")
+    rest = args[1:]
+    for layer in layers:
+        output = layer(hidden, *rest, **kwargs)
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
+    return hidden
 
 
 def _text(value) -> str:

@@ -67,7 +67,10 @@ class RelevanceModel(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state
+        return self.logits_from_hidden(self.encoder(**inputs).last_hidden_state, attention_mask)
+
+    def logits_from_hidden(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The head on the encoder's last hidden states: masked mean pooling, dropout, linear."""
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.head(self.dropout(pooled))
@@ -103,6 +106,31 @@ class RelevanceModel(nn.Module):
                     max_length=config["max_length"], tokenizer=tokenizer)
         model.head.load_state_dict(torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True))
         return model.eval(), tokenizer
+
+
+def encoder_layers(encoder: nn.Module) -> list[nn.Module]:
+    """The stacked transformer layers of a Hugging Face encoder (BERT/RoBERTa/XLM-R/ELECTRA, DistilBERT,
+    ModernBERT layouts), bottom first; empty when the layout is unknown."""
+    for path in ("encoder.layer", "transformer.layer", "layers"):
+        module = encoder
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.ModuleList) and len(module):
+            return list(module)
+    return []
+
+
+def freeze_bottom(model: RelevanceModel, layers: int) -> list[nn.Parameter]:
+    """Stop training the input embeddings and the bottom ``layers`` encoder layers (they keep their weights and
+    backward stops below them); returns the parameters frozen (none when the layout is unknown)."""
+    stack = encoder_layers(model.encoder)
+    if layers <= 0 or not stack:
+        return []
+    modules = [getattr(model.encoder, "embeddings", None), *stack[:layers]]
+    frozen = [p for module in filter(None, modules) for p in module.parameters() if p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return frozen
 
 
 def expected_score(probs):

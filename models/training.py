@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from models.inference import cuda_autocast_dtype, pick_device, set_cpu_threads
-from models.relevance import LABELS, RelevanceModel
+from models.relevance import LABELS, RelevanceModel, freeze_bottom
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class TrainingConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     max_length: int = 128
+    frozen_layers: int = 0  # embeddings + this many bottom encoder layers are not trained (cheaper backward)
     seed: int = 13
     mixed_precision: bool = True  # used on CUDA only: bf16 where supported, else fp16 with a GradScaler
     progress: bool = True
@@ -102,10 +103,11 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
     if target.type == "cpu":
         set_cpu_threads()
     model.to(target).train()
+    frozen = freeze_bottom(model, config.frozen_layers)
 
     head = list(model.head.parameters())
     head_ids = {id(p) for p in head}
-    encoder = [p for p in model.parameters() if id(p) not in head_ids]
+    encoder = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
     optimizer = torch.optim.AdamW([
         {"params": [p for p in encoder if p.ndim > 1], "lr": config.encoder_lr, "weight_decay": config.weight_decay},
         # biases and LayerNorm weights: no weight decay, as usual for BERTs
@@ -152,6 +154,8 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
         report.epoch_losses.append(epoch_loss / len(queries))
         report.epoch_pairs_per_second.append(len(queries) / max(elapsed, 1e-9))
     progress.close()
+    for parameter in frozen:  # the model leaves as it came: trainable throughout
+        parameter.requires_grad_(True)
     model.eval()
     report.seconds = time.perf_counter() - started
     return report

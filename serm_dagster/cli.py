@@ -15,6 +15,14 @@ app = typer.Typer(help="SERM Lakehouse: a self-evolving relevance model on Dagst
                   no_args_is_help=True, add_completion=False)
 
 
+@app.callback()
+def _quiet_libraries():
+    """Progress lines are ours: MLflow's INFO logging and Hugging Face's weight-loading bars stay out of them
+    (environment variables, so the comparison's arm processes inherit them)."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def _paths() -> SermPaths:
     paths = SermPaths.from_env().ensure()
     os.environ.setdefault("DAGSTER_HOME", str(paths.dagster_home))  # runs show up in `dagster dev`
@@ -28,6 +36,8 @@ def simulate(
     seed: int = typer.Option(7, help="random seed (the stream is deterministic for a seed)"),
     start_date: str = typer.Option("2026-01-01", help="first day (ISO date)"),
     drift_strength: float = typer.Option(1.0, help="0 = stationary, 1 = default drift, 2 = strong"),
+    seed_judgments: int = typer.Option(3000, help="judged pairs in the seed (SFT) set"),
+    test_judgments: int = typer.Option(1500, help="judged pairs in each test set (static, evolving)"),
 ):
     """Write a drifting multilingual product-search stream into SERM_HOME/landing/."""
     from serm_dagster.simulator import SimulationConfig
@@ -36,7 +46,9 @@ def simulate(
     paths = _paths()
     started = time.perf_counter()
     summary = run_simulation(paths.home, SimulationConfig(days=days, queries_per_day=queries_per_day, seed=seed,
-                                                          start_date=start_date, drift_strength=drift_strength))
+                                                          start_date=start_date, drift_strength=drift_strength,
+                                                          seed_judgments=seed_judgments,
+                                                          test_judgments=test_judgments))
     typer.echo(f"simulated {days} days x {queries_per_day} queries/day into {paths.landing} "
                f"in {time.perf_counter() - started:.1f}s")
     rows = summary["counts"]["rows"]
@@ -56,8 +68,11 @@ def _contiguous(days: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a, b in ranges]
 
 
-def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.echo) -> dict:
-    """Materialize the ingestion assets in process for every day found in landing/."""
+def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.echo,
+                   reference_if_changed: bool = False) -> dict:
+    """Materialize the ingestion assets in process for every day found in landing/. The catalogue, judgments
+    and glossary are ingested too; with ``reference_if_changed`` only when their files changed since the
+    last time they were (what ``serm evolve`` asks for each window)."""
     from dagster import DagsterInstance, materialize
 
     from assets.ingest import (ingest_catalog, ingest_glossary, ingest_judgments, ingest_query_logs, landing_assets,
@@ -82,9 +97,12 @@ def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.e
     reference_assets = [ingest_catalog, ingest_judgments, ingest_glossary]
     # the tables' schema checks run with them, so the UI shows every check evaluated
     checks = table_checks(asset_keys([*reference_assets, ingest_query_logs, silver_impressions]))
-    reference = materialize([*landing_assets, *reference_assets, *checks], resources=resources,
-                            instance=instance, selection=reference_assets, run_config=quiet)
-    echo(f"ingested catalogue, judgments and glossary (run {reference.run_id})")
+    stamp, fingerprint = paths.state / "reference_ingested.json", _reference_fingerprint(paths)
+    if not (reference_if_changed and stamp.exists() and stamp.read_text() == fingerprint):
+        reference = materialize([*landing_assets, *reference_assets, *checks], resources=resources,
+                                instance=instance, selection=reference_assets, run_config=quiet)
+        stamp.write_text(fingerprint)
+        echo(f"ingested catalogue, judgments and glossary (run {reference.run_id})")
     runs = []
     for first, last in _contiguous(wanted):
         result = materialize(
@@ -95,6 +113,15 @@ def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.e
         runs.append(result.run_id)
         echo(f"ingested days {first}..{last} (run {result.run_id})")
     return {"days": wanted, "runs": runs}
+
+
+def _reference_fingerprint(paths: SermPaths) -> str:
+    import json
+
+    from spark_jobs.landing import file_fingerprints
+
+    return json.dumps(file_fingerprints((paths.landing_catalog, paths.landing_judgments, paths.landing_knowledge)),
+                      sort_keys=True)
 
 
 @app.command()
@@ -191,6 +218,7 @@ def evolve(
     compare_arms: bool = typer.Option(False, "--compare", help="run the seed / self-training / SERM comparison, "
                                       "each arm in SERM_HOME/compare/, and materialize gold/evolution_report"),
     seeds: str = typer.Option("13", help="comma-separated training seeds for --compare (the spread)"),
+    workers: int = typer.Option(2, help="arms of --compare run at once, each in its own process"),
 ):
     """Run the self-evolution loop (resuming where it stopped), or the comparison of arms."""
     from serm_dagster.evolution import STRATEGY_OF_ARM, compare
@@ -201,7 +229,8 @@ def evolve(
     paths = _paths()
     started = time.perf_counter()
     if compare_arms:
-        compare(paths, iterations, tuple(int(s) for s in seeds.split(",") if s.strip()), window_days, typer.echo)
+        compare(paths, iterations, tuple(int(s) for s in seeds.split(",") if s.strip()), window_days, typer.echo,
+                workers=workers)
         materialize_selection(paths, ["gold/evolution_report"])
         report()
     else:
@@ -248,12 +277,17 @@ def sql(query: str = typer.Argument(..., help="an analytic's name (a file in sql
         typer.echo(f"... {len(frame) - limit} more rows (--limit)")
 
 
+# The demo's stream, sized so the whole comparison (seed model, 3 iterations of SERM and 3 of self-training)
+# runs in under 15 minutes on 2 CPU cores; `serm simulate` writes the full-size default stream.
+DEMO_STREAM = {"days": 14, "queries_per_day": 1000, "seed_judgments": 1500, "test_judgments": 1500}
+
+
 @app.command()
 def demo(
-    days: int = typer.Option(14, help="days of stream to simulate"),
-    queries_per_day: int = typer.Option(2000, help="queries per simulated day"),
     seed: int = typer.Option(7, help="simulator seed"),
-    iterations: int = typer.Option(3, help="SERM iterations (one per 3-day window)"),
+    iterations: int = typer.Option(3, help="iterations per arm (one per 3-day window)"),
+    training_seed: int = typer.Option(13, help="training seed of both arms (`serm evolve --compare --seeds` for "
+                                      "the spread over several)"),
 ):
     """The main job on the embedded default data: simulate a drifting stream, run SERM iterations over its
     newest windows and the comparison with the frozen seed model and self-training, print the report."""
@@ -261,9 +295,10 @@ def demo(
 
     started = time.perf_counter()
     paths = _paths()
-    simulate(days=days, queries_per_day=queries_per_day, seed=seed, start_date="2026-01-01", drift_strength=1.0)
-    typer.echo("\nrunning the comparison: the SERM arm here, self-training in SERM_HOME/compare/ ...")
-    compare(paths, iterations, (13,), 3, typer.echo)
+    simulate(seed=seed, start_date="2026-01-01", drift_strength=1.0, **DEMO_STREAM)
+    typer.echo("\nthe comparison: the seed model first, then the SERM arm (here) and the self-training arm "
+               "(in SERM_HOME/compare/) side by side ...")
+    compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2)
     materialize_selection(paths, ["gold/evolution_report"])
     typer.echo("")
     report(family=False)

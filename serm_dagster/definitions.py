@@ -19,7 +19,7 @@ from serm_dagster.resources import (
     ModelSettings,
     SparkResource,
 )
-from serm_dagster.sensors import landing_sensor, retraining_sensor, two_weekly_iteration
+from serm_dagster.sensors import landing_sensor, rejected_challenger_sensor, retraining_sensor, two_weekly_iteration
 
 all_assets = [*ingest_assets, *mining_assets, *annotation_assets, *training_assets, *evaluation_assets,
               *iteration_assets, *analytics_assets]
@@ -44,7 +44,7 @@ defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=all_jobs,
-    sensors=[landing_sensor, retraining_sensor],
+    sensors=[landing_sensor, retraining_sensor, rejected_challenger_sensor],
     schedules=[two_weekly_iteration],
     resources=default_resources(),
 )

@@ -68,9 +68,6 @@ def resources_for(paths: SermPaths, strategy: str = "agents", **overrides) -> di
             "annotator_settings": AnnotatorSettings(strategy=strategy), **overrides}
 
 
-PROMOTION_CHECK = "challenger_beats_champion"
-
-
 def _materialize(selection, resources: dict, tags: dict, after_rejection: list[str] | None = None):
     """Materialize in process. A challenger the blocking promotion check rejects is an outcome, not an error:
     it stops the run before gold/promotions, so ``after_rejection`` (the iteration's record) is materialized by
@@ -78,20 +75,25 @@ def _materialize(selection, resources: dict, tags: dict, after_rejection: list[s
     from dagster import DagsterInstance, materialize
 
     from serm_dagster.definitions import all_assets, all_checks
+    from assets.evaluation import PROMOTION_CHECK
+    from serm_dagster.sensors import rejected_only
 
     def run(chosen):
         return materialize([*all_assets, *all_checks], selection=chosen, resources=resources,
                            instance=DagsterInstance.get(), tags=tags, raise_on_error=False,
-                           run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                           run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
 
     result = run(selection)
     if result.success:
         return result
     failed_steps = {event.step_key for event in result.get_step_failure_events()}
     rejected = any(c.check_name == PROMOTION_CHECK and not c.passed for c in result.get_asset_check_evaluations())
-    if rejected and all(PROMOTION_CHECK in step for step in failed_steps):
+    if rejected and rejected_only(sorted(failed_steps)):
         return run(after_rejection) if after_rejection else result
-    raise RuntimeError(f"run {result.run_id} failed in {sorted(failed_steps)}; see the Dagster UI or its event log")
+    errors = "; ".join(f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
+                       for e in result.get_step_failure_events() if e.step_failure_data.error)
+    raise RuntimeError(f"run {result.run_id} failed in {sorted(failed_steps)} ({errors}); see the Dagster UI "
+                       f"or its event log")
 
 
 def completed_iterations(paths: SermPaths) -> int:
@@ -103,18 +105,14 @@ def completed_iterations(paths: SermPaths) -> int:
     return int(store.read_arrow("gold/iterations", columns=["iteration"]).column("iteration").to_pandas().max())
 
 
-def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
-           echo: Callable[[str], None] = print, **resource_overrides) -> pd.DataFrame:
-    """Run (or resume) ``iterations`` SERM iterations over the newest windows of ``landing/``.
-
-    Idempotent: days already ingested are replaced by the same rows, the seed model is trained once,
-    and iterations already recorded in ``gold/iterations`` are not run again. Returns that table.
-    """
+def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
+            echo: Callable[[str], None] = print, **resource_overrides) -> tuple[EvolutionPlan, dict, dict]:
+    """The windows, resources and run tags of an evolution in ``paths``, with its seed model trained (or
+    adopted, see ``ModelSettings.seed_model_from``) on the history before the first window if it has none."""
     from serm_dagster.cli import ingest_landing
-    from serm_dagster.jobs import iteration_job, seed_model_job
+    from serm_dagster.jobs import seed_model_job
     from serm_dagster.registry import CHAMPION, Registry
     from serm_dagster.resources import MiningSettings
-    from serm_dagster.storage import DeltaStore
 
     mining = resource_overrides.pop("mining_settings", None) or MiningSettings(window_days=window_days)
     if mining.window_days != window_days:
@@ -126,22 +124,38 @@ def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", wind
         started = time.perf_counter()
         ingest_landing(paths, plan.before, echo=lambda *_: None)
         _materialize(seed_model_job.selection, resources, {**tags, "serm/reason": "seed model"})
-        echo(f"seed model trained on the seed judgments ({time.perf_counter() - started:.0f}s; "
+        how = "adopted" if resources["model_settings"].seed_model_from else "trained on the seed judgments"
+        echo(f"seed model {how} ({time.perf_counter() - started:.0f}s; "
              f"history {plan.before[0]}..{plan.before[-1]})")
+    return plan, resources, tags
+
+
+def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
+           echo: Callable[[str], None] = print, **resource_overrides) -> pd.DataFrame:
+    """Run (or resume) ``iterations`` SERM iterations over the newest windows of ``landing/``.
+
+    Idempotent: days already ingested are replaced by the same rows, the seed model is trained once,
+    and iterations already recorded in ``gold/iterations`` are not run again. Returns that table.
+    """
+    from serm_dagster.cli import ingest_landing
+    from serm_dagster.jobs import iteration_job
+    from serm_dagster.storage import DeltaStore
+
+    plan, resources, tags = prepare(paths, iterations, strategy, window_days, echo, **resource_overrides)
     done = completed_iterations(paths)
     for number, window in enumerate(plan.windows, start=1):
         if number <= done:
             continue
         started = time.perf_counter()
-        ingest_landing(paths, window, echo=lambda *_: None)
+        ingest_landing(paths, window, echo=lambda *_: None, reference_if_changed=True)
         _materialize(iteration_job.selection, resources,
                      {**tags, "serm/reason": f"iteration {number} over {window[0]}..{window[-1]}"},
                      after_rejection=["gold/iterations"])
         row = DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().set_index("iteration").loc[number]
         echo(f"iteration {number} [{strategy}] {window[0]}..{window[-1]}: mined {row['mined']}, accepted "
              f"{row['accepted']}, model v{row['model_before']} -> v{row['model_after']} "
-             f"({'promoted' if row['promoted'] else 'kept'}), evolving NDCG@1 {row['evolving_ndcg1']:.1f}, "
-             f"static {row['static_ndcg1']:.1f} ({time.perf_counter() - started:.0f}s)")
+             f"({'promoted' if row['promoted'] else 'challenger rejected'}), evolving NDCG@1 "
+             f"{row['evolving_ndcg1']:.1f}, static {row['static_ndcg1']:.1f} ({time.perf_counter() - started:.0f}s)")
     return DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().sort_values("iteration") \
         .reset_index(drop=True)
 
@@ -161,22 +175,72 @@ def arm_paths(paths: SermPaths, arm: str, seed: int, seeds: tuple[int, ...]) -> 
 
 
 def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,), window_days: int = 3,
-            echo: Callable[[str], None] = print, **resource_overrides) -> pd.DataFrame:
+            echo: Callable[[str], None] = print, workers: int = 1, **resource_overrides) -> pd.DataFrame:
     """Run the evolving arms for each training seed (resuming arms already run); returns every arm's
-    champion metrics per iteration (the rows of ``gold/evolution_report``)."""
+    champion metrics per iteration (the rows of ``gold/evolution_report``).
+
+    Both arms of a seed start from one seed model: the SERM arm trains it, the self-training arm adopts
+    it. ``workers > 1`` then runs that many arms at once, each in its own process with its share of the
+    CPU threads (the arms write to separate folders; their Dagster runs share one instance)."""
+    from assets.training import SEED_ALIAS
+    from serm_dagster.registry import Registry
     from serm_dagster.resources import ModelSettings
 
     seeds_file = paths.home / "compare" / "seeds.json"
     seeds_file.parent.mkdir(parents=True, exist_ok=True)
     seeds_file.write_text(json.dumps(list(seeds)))
+    base = resource_overrides.pop("model_settings", None) or ModelSettings()
+    arms = []
     for seed in seeds:
-        for arm in ("serm", "self-training"):
-            echo(f"\n== arm {arm}, seed {seed} ==")
-            base = resource_overrides.get("model_settings") or ModelSettings()
-            model_settings = ModelSettings(**{**{f: getattr(base, f) for f in ModelSettings.model_fields}, "seed": seed})
-            evolve(arm_paths(paths, arm, seed, seeds), iterations, STRATEGY_OF_ARM[arm], window_days, echo,
-                   **{**resource_overrides, "model_settings": model_settings})
+        serm_home = arm_paths(paths, "serm", seed, seeds)
+        trained = _with(base, seed=seed)
+        prepare(serm_home, iterations, STRATEGY_OF_ARM["serm"], window_days,
+                lambda message, seed=seed: echo(f"[seed {seed}] {message}"),
+                **{**resource_overrides, "model_settings": trained})
+        registry = Registry.under(serm_home.home)
+        adopted = _with(trained, seed_model_from=str(registry.model_dir(registry.alias_version(SEED_ALIAS))))
+        arms += [(seed, "serm", serm_home, trained), (seed, "self-training",
+                                                     arm_paths(paths, "self-training", seed, seeds), adopted)]
+    # resources travel to an arm's process as (class, fields): Dagster resources do not pickle
+    jobs = [(f"[seed {seed} {arm}]", str(home.home), iterations, STRATEGY_OF_ARM[arm], window_days,
+             {name: (type(r), r.model_dump()) for name, r in {**resource_overrides, "model_settings": settings}.items()})
+            for seed, arm, home, settings in arms]
+    if workers <= 1:
+        for prefix, *job in jobs:
+            _run_arm(prefix, *job, echo=echo)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from models.inference import available_cores
+
+        threads = max(1, available_cores() // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_arm_process, initargs=(threads,)) as pool:
+            for future in [pool.submit(_run_arm, *job) for job in jobs]:
+                future.result()  # an arm's failure is raised here
     return comparison_rows(paths, seeds)
+
+
+def _with(settings, **changes):
+    """A copy of a settings resource with some fields changed."""
+    return type(settings)(**{**settings.model_dump(), **changes})
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)  # an arm's process shares the terminal: its lines must not wait in a buffer
+
+
+def _arm_process(threads: int) -> None:
+    import os
+
+    os.environ["SERM_TORCH_THREADS"] = str(threads)  # more threads than cores slows every operator down
+
+
+def _run_arm(prefix: str, home: str, iterations: int, strategy: str, window_days: int, resources: dict,
+             echo: Callable[[str], None] = _say) -> None:
+    evolve(SermPaths.from_env(Path(home)).ensure(), iterations, strategy, window_days,
+           lambda message: echo(f"{prefix} {message}"), **{name: cls(**fields) for name, (cls, fields) in resources.items()})
 
 
 def compared_seeds(paths: SermPaths) -> tuple[int, ...]:

@@ -44,4 +44,11 @@ iteration_job = define_asset_job(
     description="One SERM iteration over the newest window: drift, mining, annotation, training mix, retraining, "
                 "evaluation, promotion.",
 )
-all_jobs = [ingest_daily_job, ingest_reference_job, seed_model_job, retrain_job, mining_job, iteration_job]
+record_iteration_job = define_asset_job(
+    "record_iteration_job",
+    selection=AssetSelection.assets(iterations),
+    description="Record the newest iteration in gold/iterations: what a run whose challenger the promotion check "
+                "rejected could not do (the blocking check stops everything downstream of the evaluations).",
+)
+all_jobs = [ingest_daily_job, ingest_reference_job, seed_model_job, retrain_job, mining_job, iteration_job,
+            record_iteration_job]

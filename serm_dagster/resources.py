@@ -108,14 +108,20 @@ class ModelSettings(ConfigurableResource):
     backbone: str = Field(default_factory=lambda: os.environ.get("SERM_BACKBONE", "all-MiniLM-L6-v2"),
                           description="'all-MiniLM-L6-v2' (packaged), a Hugging Face id, or a local folder")
     device: str = Field(default="auto", description="'auto' uses the GPU when there is one")
-    epochs: int = 2
+    epochs: int = Field(default=4, description="epochs over the seed set when training the seed model (fewer "
+                        "leave it under-trained: the 1,500-pair demo seed set scored NDCG@1 59 after 2)")
     retrain_from: str = Field(default="champion", description="'champion': retraining fine-tunes the serving "
                               "model on the mix (fast, keeps what it knows); 'backbone': from the pretrained encoder")
     retrain_epochs: int = Field(default=1, description="epochs over the mix when retraining from the champion")
+    retrain_frozen_layers: int = Field(default=3, description="when retraining from the champion, the embeddings "
+                                       "and this many bottom encoder layers stay as they are: about 1.5x faster "
+                                       "on a CPU, and on the demo stream no worse (evolving NDCG@1 88.3 vs 87.9, "
+                                       "static 91.7 vs 91.7)")
     batch_size: int = 32
     encoder_lr: float = 5e-5
     head_lr: float = 1e-3
-    max_length: int = Field(default=96, description="tokens of query + title + description the model reads")
+    max_length: int = Field(default=64, description="tokens of query + title + description the model reads "
+                            "(the simulated catalogue's pairs: median 56, 90th percentile 77)")
     dropout: float = 0.1
     seed: int = 13
     eval_batch_size: int = 64
@@ -124,11 +130,15 @@ class ModelSettings(ConfigurableResource):
     current_weight: float = Field(default=1.0, description="training weight of this iteration's labels")
     evolving_days: int = Field(default=3, description="the evolving test set: the newest N days of test judgments")
     static_margin: float = Field(default=0.5, description="NDCG@1 points the static set may lose at promotion")
+    seed_model_from: str = Field(default="", description="a model folder (RelevanceModel.save's layout, e.g. "
+                                 "another home's registered seed model) to adopt as the seed model instead of "
+                                 "training one; '' trains it on the seed judgments")
 
     def training_config(self, progress: bool = True, warm_start: bool = False):
         from models.training import TrainingConfig
 
         return TrainingConfig(epochs=self.retrain_epochs if warm_start else self.epochs, batch_size=self.batch_size,
+                              frozen_layers=self.retrain_frozen_layers if warm_start else 0,
                               encoder_lr=self.encoder_lr,
                               head_lr=self.head_lr, max_length=self.max_length, seed=self.seed, progress=progress)
 
@@ -150,9 +160,14 @@ class MiningSettings(ConfigurableResource):
     tau_md: float | None = Field(default=None, description="MC-dropout gap threshold; None: model_flag_quantile")
     tau_mu: float | None = Field(default=None, description="entropy threshold (nats); None: model_flag_quantile")
     model_flag_quantile: float = 0.8
-    mc_passes: int = 6
-    sample_rest: int = Field(default=1000, description="uniformly sampled non-candidates the model agents score")
-    max_candidates: int = Field(default=4000, description="behavioural candidates the model agents score at most")
+    mc_passes: int = 4
+    mc_top_layers: int = Field(default=1, description="dropout resampled per MC pass only in the top n encoder "
+                               "layers and the head (a third of the cost of 0 = every layer; see MinerSettings)")
+    sample_rest: int = Field(default=400, description="uniformly sampled non-candidates the model agents score")
+    max_candidates: int = Field(default=1200, description="behavioural candidates the model agents score at most "
+                                "(the model agents' cost: (max_candidates + sample_rest) forward passes, plus "
+                                "mc_passes passes through the top mc_top_layers; about 160 pairs/s per pass on 2 "
+                                "CPU cores)")
     budget: int = Field(default=1000, description="pairs per iteration sent to the annotator")
     cap_per_query: int = 3
     min_language_share: float = 0.05

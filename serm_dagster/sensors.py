@@ -7,21 +7,25 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from dagster import (
+    DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     RunsFilter,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     schedule,
     sensor,
 )
 
-from serm_dagster.jobs import ingest_daily_job, ingest_reference_job, iteration_job, retrain_job
+from assets.evaluation import PROMOTION_CHECK
+from serm_dagster.jobs import ingest_daily_job, ingest_reference_job, iteration_job, record_iteration_job, retrain_job
 from serm_dagster.partitions import daily_partitions
 from serm_dagster.resources import LakehouseResource, MlflowResource
 from spark_jobs.ingest import home_day, landing_index
-from spark_jobs.landing import LandingFileError, landing_files
+from spark_jobs.landing import LandingFileError, file_fingerprints
 
 
 def _digest(items) -> str:
@@ -35,11 +39,7 @@ def landing_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResourc
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     index = landing_index(paths.landing, paths.state / "landing_index.json")
     current = {path: entry["fingerprint"] for path, entry in index.items()}
-    reference = {}
-    for folder in (paths.landing_catalog, paths.landing_judgments, paths.landing_knowledge):
-        for path in landing_files(folder):
-            stat = path.stat()
-            reference[str(path)] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    reference = file_fingerprints((paths.landing_catalog, paths.landing_judgments, paths.landing_knowledge))
     changed = [p for p in index if seen.get(p) != current[p]]
     changed_reference = sorted(p for p in reference if seen.get(p) != reference[p])
 
@@ -149,3 +149,21 @@ def two_weekly_iteration(context: ScheduleEvaluationContext):
         last = max(r.create_timestamp for r in recent)
         return SkipReason(f"an iteration or retraining ran on {last:%Y-%m-%d}; the next is due 14 days later")
     return RunRequest(tags={"serm/reason": "two-weekly cadence", "serm/trigger": "schedule"})
+
+
+def rejected_only(failed_step_keys: list[str]) -> bool:
+    """Whether a run failed only because the blocking promotion check rejected its challenger."""
+    return bool(failed_step_keys) and all(PROMOTION_CHECK in key for key in failed_step_keys)
+
+
+@run_failure_sensor(monitored_jobs=[retrain_job, iteration_job], request_job=record_iteration_job,
+                    default_status=DefaultSensorStatus.RUNNING,
+                    description="A retraining or iteration run stopped by the promotion check (the challenger lost) "
+                                "is an outcome, not an error: this records it in gold/iterations.")
+def rejected_challenger_sensor(context: RunFailureSensorContext):
+    failed = [event.step_key for event in context.get_step_failure_events()]
+    if not rejected_only(failed):
+        return SkipReason(f"run {context.dagster_run.run_id[:8]} failed in {failed}: not a rejected challenger")
+    return RunRequest(run_key=f"record-{context.dagster_run.run_id}",
+                      tags={"serm/reason": f"challenger rejected in run {context.dagster_run.run_id[:8]}",
+                            "serm/trigger": "sensor"})

@@ -44,6 +44,11 @@ def landing_files(folder: Path) -> list[Path]:
     )
 
 
+def file_fingerprints(folders) -> dict[str, str]:
+    """``{path: "size:mtime_ns"}`` for the data files of ``folders``: what tells a changed file from a seen one."""
+    return {str(p): f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for folder in folders for p in landing_files(folder)}
+
+
 def file_format(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".gz"):

@@ -51,9 +51,14 @@ class MinerSettings:
     tau_md: float | None = None
     tau_mu: float | None = None
     model_flag_quantile: float = 0.8
-    mc_passes: int = 6
-    sample_rest: int = 1000        # uniformly sampled non-candidates the model agents also see
-    max_candidates: int = 4000     # behavioural candidates the model scores at most (strongest evidence first)
+    mc_passes: int = 4
+    # n: dropout resampled per pass only in the top n encoder layers and the head, the layers below run
+    # once (1 + passes * n / depth forward passes per pair, not 1 + passes); 0: in every layer (full MC
+    # dropout). On the demo stream the top 20% by gap held 1.50x the model's error rate with n = 1 and
+    # 1.58x with full passes, at a third of the cost
+    mc_top_layers: int = 1
+    sample_rest: int = 400         # uniformly sampled non-candidates the model agents also see
+    max_candidates: int = 1200     # behavioural candidates the model scores at most (strongest evidence first)
     # --- the budget
     budget: int = 1000             # pairs per iteration sent to the annotator
     cap_per_query: int = 3         # per (language, near-duplicate query key): one query must not eat the budget

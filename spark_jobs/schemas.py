@@ -375,6 +375,7 @@ TABLE_SCHEMAS.update({
         "value": Column("float64", Check.in_range(0, 100), nullable=True),
         "n_queries": Column("int64", Check.ge(0)), "n_pairs": Column("int64", Check.ge(0)),
         "dagster_run_id": Column(str), "judgments_version": Column("int64", nullable=True),
+        "test_pairs_digest": Column(str),
     }),
     "gold/promotions": _table("gold/promotions", {
         "decided_at": Column("datetime64[ns, UTC]"), "dagster_run_id": Column(str),

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from models.backbone import tiny_backbone
 from serm_dagster.cli import app
+from serm_dagster.registry import Registry
 from serm_dagster.evolution import compare, comparison_rows, evolve, plan_windows, summary_table
 from serm_dagster.resources import MiningSettings, ModelSettings
 from serm_dagster.settings import SermPaths
@@ -75,13 +76,19 @@ def test_compare_runs_the_arms_and_reports(stream_home, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(SermPaths.from_env(stream_home).ensure().dagster_home))
     paths = SermPaths.from_env(stream_home).ensure()
     tiny = tiny_backbone(tmp_path / "tiny")
-    rows = compare(paths, iterations=2, seeds=(13,), window_days=2, echo=lambda *_: None, **settings(tiny))
+    rows = compare(paths, iterations=2, seeds=(13,), window_days=2, echo=lambda *_: None, workers=2, **settings(tiny))
     assert set(rows["arm"]) == {"seed", "self-training", "serm"}
     assert sorted(rows["iteration"].unique()) == [0, 1, 2]
     seed_arm = rows[(rows["arm"] == "seed") & (rows["slice_type"] == "overall")]
     assert seed_arm.groupby(["test_set", "metric"])["value"].nunique().eq(1).all()  # frozen
     self_training = DeltaStore(stream_home / "compare" / "seed13" / "self-training" / "lakehouse")
     assert set(self_training.read_arrow("gold/agent_votes").to_pandas()["agent"]) == {"self_training"}
+    # both arms start from one seed model: the self-training arm adopts the SERM arm's, so they score alike
+    starts = rows[(rows["iteration"] == 0) & (rows["slice_type"] == "overall")]
+    by_arm = starts.pivot_table(index=["test_set", "metric"], columns="arm", values="value")
+    assert (by_arm["serm"] - by_arm["self-training"]).abs().max() < 1e-9
+    adopted = Registry.under(stream_home / "compare" / "seed13" / "self-training")
+    assert adopted.client().get_run(adopted.version_tags("1")["mlflow_run_id"]).data.params["adopted"] == "True"
     table = summary_table(comparison_rows(paths, (13,)))
     assert {"evolving ndcg@1", "static ndcg@1", "evolving accuracy"} <= set(table.columns)
 

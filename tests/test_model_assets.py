@@ -208,6 +208,9 @@ def test_promotion_refuses_a_worse_model(trained_home):
     assert registry.alias_version(CHALLENGER) == "2"
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "challenger_beats_champion")
     assert not check.passed and check.metadata["decision"].value == "reject"
+    evaluated = next(m for m in result.get_asset_materialization_events()
+                     if m.asset_key.to_user_string() == "gold/evaluations").materialization
+    assert evaluated.metadata["evaluated"].value == ["2"]  # the champion's rows on the same test pairs are reused
     assert registry.alias_version(CHAMPION) == "1"
     assert registry.version_tags("2")["promotion_decision"] == "reject"
     # blocked: gold/promotions did not run, so its history has only the seed model's decision

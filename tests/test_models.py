@@ -15,7 +15,7 @@ from models.backbone import BackboneNotAvailable, packaged_minilm, resolve_backb
 from models.inference import Scorer, disagreement, entropy
 from models.metrics import accuracy, evaluate, family_of, ndcg_at_k
 from models.mixing import COLUMNS, MixWeights, mix_training_set
-from models.relevance import CONFIG_FILE, RelevanceModel, expected_score
+from models.relevance import CONFIG_FILE, RelevanceModel, encoder_layers, expected_score
 from models.training import TrainingConfig, train
 
 
@@ -108,6 +108,23 @@ def test_mc_dropout_passes_differ_while_eval_passes_do_not(tiny):
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's random state is untouched
 
 
+def test_judge_resamples_only_the_top_layers_and_keeps_the_eval_distribution(tiny):
+    model, tokenizer = RelevanceModel.from_backbone(tiny, dropout=0.3)
+    scorer = Scorer(model, tokenizer, batch_size=2)
+    queries, docs = ["red shoe"] * 5, ["a red shoe", "green chair", "phone", "a red shoe for kids", "lamp"]
+    probs, samples = scorer.judge(queries, docs, k=5, seed=3, top_layers=1)
+    assert scorer._reruns_top_layers  # a BERT layout: the layers below run once per batch
+    assert np.allclose(probs, scorer.predict_proba(queries, docs))
+    assert samples.shape == (5, 5) and (disagreement(samples) > 0).all()
+    assert np.array_equal(samples, scorer.judge(queries, docs, k=5, seed=3, top_layers=1)[1])
+    full = scorer.judge(queries, docs, k=5, seed=3, top_layers=None)[1]
+    assert np.array_equal(full, scorer.mc_dropout(queries, docs, k=5, seed=3))
+    assert not np.array_equal(full, samples)
+    assert not any(m.training for m in model.modules())
+    assert len(encoder_layers(model.encoder)) == model.encoder.config.num_hidden_layers
+    assert encoder_layers(torch.nn.Linear(2, 2)) == []  # unknown layout: judge() runs full passes
+
+
 def test_length_sorted_batches_keep_input_order(tiny):
     model, tokenizer = RelevanceModel.from_backbone(tiny)
     queries = pd.Series(["a", "a much longer query about red shoes", "b c", "lamp"] * 3, index=range(100, 112))
@@ -137,6 +154,19 @@ def test_training_lowers_the_loss_and_is_reproducible(tiny):
     train(again, tokenizer, data, config)
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_frozen_layers_keep_their_weights_and_the_rest_learns(tiny):
+    data = learnable_pairs(16)
+    model, tokenizer = RelevanceModel.from_backbone(tiny)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train(model, tokenizer, data, quiet(epochs=1, batch_size=8, frozen_layers=1))
+    layers = encoder_layers(model.encoder)
+    frozen = {id(p) for module in (model.encoder.embeddings, layers[0]) for p in module.parameters()}
+    for name, parameter in model.named_parameters():
+        if ".pooler." not in name:  # BERT's pooler is unused (mean pooling): it never changes
+            assert torch.equal(parameter, before[name]) == (id(parameter) in frozen), name
+    assert all(p.requires_grad for p in model.parameters())  # trainable again afterwards
 
 
 def test_example_weights_act_relative_to_each_other(tiny):

@@ -127,3 +127,51 @@ def test_relevance_model_materializes_when_its_training_set_changes():
         assert second.get_num_requested(relevance) == 1
         third = evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
         assert third.get_num_requested(relevance) == 0  # requested once, not again until the inputs change
+
+
+def _failed_run(instance, check_passes: bool, asset_fails: bool = False):
+    """A real run of a stand-in evaluations asset whose blocking check has the promotion check's name."""
+    from dagster import AssetCheckResult, asset, asset_check, materialize
+
+    from assets.evaluation import PROMOTION_CHECK
+
+    @asset(name="evaluations")
+    def stand_in():
+        if asset_fails:
+            raise RuntimeError("the evaluation itself broke")
+
+    @asset_check(asset=stand_in, name=PROMOTION_CHECK, blocking=True)
+    def check():
+        return AssetCheckResult(passed=check_passes)
+
+    @asset(deps=[stand_in])
+    def downstream():
+        pass
+
+    return materialize([stand_in, check, downstream], instance=instance, raise_on_error=False)
+
+
+def test_a_rejected_challenger_is_recorded_by_the_run_failure_sensor():
+    from dagster import DagsterEventType, build_run_status_sensor_context
+
+    from serm_dagster.jobs import record_iteration_job
+    from serm_dagster.sensors import rejected_challenger_sensor
+
+    with instance_for_test() as instance:
+        def evaluate_failure(result):
+            failure = next(e for e in instance.all_logs(result.run_id, of_type=DagsterEventType.RUN_FAILURE))
+            context = build_run_status_sensor_context(
+                sensor_name=rejected_challenger_sensor.name, dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(result.run_id), dagster_event=failure.dagster_event,
+            ).for_run_failure()
+            return rejected_challenger_sensor(context)
+
+        rejected = _failed_run(instance, check_passes=False)
+        assert not rejected.success
+        request = evaluate_failure(rejected)
+        assert isinstance(request, RunRequest) and request.run_key == f"record-{rejected.run_id}"
+        assert "challenger rejected" in request.tags["serm/reason"]
+        assert rejected_challenger_sensor.job_name == record_iteration_job.name
+
+        broken = _failed_run(instance, check_passes=True, asset_fails=True)
+        assert isinstance(evaluate_failure(broken), SkipReason)  # a real failure is not recorded as an outcome
