@@ -12,7 +12,7 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Ass
 
 from assets.ingest import BRONZE_CATALOG, BRONZE_GLOSSARY, BRONZE_JUDGMENTS, SILVER_IMPRESSIONS
 from assets.mining import BEHAVIOUR, MINED_SAMPLES, pair_behaviour
-from assets.training import CONSENSUS_LABELS
+from assets.training import AGENT_LABELS, CONSENSUS_LABELS
 from models.agents import SqliteVoteCache, annotate, stable_hash
 from models.metrics import family_of
 from serm_dagster.registry import CHAMPION
@@ -29,7 +29,6 @@ from spark_jobs.mining import PAIR
 GROUP = "annotation"
 OWNERS = ["team:serm"]
 AGENT_VOTES = AssetKey(["gold", "agent_votes"])
-AGENT_LABELS = AssetKey(["gold", "agent_labels"])
 SELF_TRAINING = "self_training"
 
 
@@ -75,14 +74,16 @@ def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSet
 
 
 def self_training_labels(scorer, mined: pd.DataFrame, documents: pd.DataFrame) -> pd.DataFrame:
-    """The baseline: the serving model's own most likely label for every mined pair."""
+    """The baseline: the serving model's own most likely label for every mined pair, with its probability
+    (``confidence``)."""
     frame = mined.merge(documents, on=["doc_id", "language"])
     probs = scorer.predict_proba(frame["query"].tolist(), frame["doc_text"].tolist())
     labels = probs.argmax(axis=1)
     return frame[PAIR].assign(
         pair_id=[stable_hash(list(k)) for k in frame[PAIR].itertuples(index=False)], label=labels.astype("int64"),
         agreeing_agents=[[SELF_TRAINING]] * len(frame), n_voters=1,
-        rationale=[f"serving model: Pr(y={y}) = {p[y]:.2f}" for y, p in zip(labels, probs)])
+        rationale=[f"serving model: Pr(y={y}) = {p[y]:.2f}" for y, p in zip(labels, probs)],
+        confidence=probs.max(axis=1))
 
 
 def _with_iteration(frame: pd.DataFrame, iteration: int) -> pd.DataFrame:
@@ -125,12 +126,15 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
                                     device=model_settings.device, batch_size=model_settings.eval_batch_size)
         documents = document_texts(store.read_spark(session, table_name(BRONZE_CATALOG))) \
             .select("doc_id", "language", "doc_text").toPandas()
-        consensus = self_training_labels(scorer, mined, documents)
-        votes = consensus.assign(agent=SELF_TRAINING, path=0, status="ok", backend="serving-model",
+        predicted = self_training_labels(scorer, mined, documents)
+        # as in standard self-training, only the model's confident labels are trained on
+        confident = predicted.pop("confidence") >= annotator_settings.self_training_min_confidence
+        consensus = predicted[confident]
+        votes = predicted.assign(agent=SELF_TRAINING, path=0, status="ok", backend="serving-model",
                                  model=registry.alias_version(CHAMPION), prompt_version="", config_key="",
                                  latency_ms=0.0, prompt_tokens=0, completion_tokens=0, error=None, cached=False)
-        labels = consensus.assign(agent=SELF_TRAINING, status="decided", paths_used=1, paths_agreeing=1,
-                                  stopped_early=False)
+        labels = predicted.assign(agent=SELF_TRAINING, status=confident.map({True: "decided", False: "abstained"}),
+                                  paths_used=1, paths_agreeing=1, stopped_early=False)
         stats, panel = {"pairs": len(mined), "accepted": len(consensus), "new_calls": 0}, {SELF_TRAINING: "model"}
     else:
         from models.agents.embedded import pairs_to_judge

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS, BRONZE_QUERY_LOGS, SILVER_IMPRESSIONS
-from assets.training import CONSENSUS_LABELS
+from assets.training import AGENT_LABELS
 from models.inference import Scorer, disagreement, entropy
 from serm_dagster.registry import CHAMPION
 from serm_dagster.resources import LakehouseResource, MiningSettings, MlflowResource, ModelSettings, SparkResource
@@ -49,13 +49,16 @@ def newest_window(store, window_days: int) -> tuple[date, date]:
     return end - timedelta(days=window_days - 1), end
 
 
+def annotated_iterations(store) -> set[int]:
+    """Iterations whose mined samples the annotator has judged, whether or not any label was accepted."""
+    name = table_name(AGENT_LABELS)
+    return set(store.read_arrow(name, columns=["iteration"]).column("iteration").to_pylist()) \
+        if store.exists(name) else set()
+
+
 def next_iteration(store) -> int:
-    """The iteration being mined: one after the newest iteration that has labels."""
-    name = table_name(CONSENSUS_LABELS)
-    if not store.exists(name):
-        return 1
-    iterations = store.read_arrow(name).column("iteration").to_pylist()
-    return max(iterations, default=0) + 1
+    """The iteration being mined: one after the newest annotated iteration."""
+    return max(annotated_iterations(store), default=0) + 1
 
 
 def reference_days(spark, store, window_start: date) -> list[date]:

@@ -32,6 +32,7 @@ GROUP = "training"
 OWNERS = ["team:serm"]
 TRAINING_SETS = AssetKey(["gold", "training_sets"])
 CONSENSUS_LABELS = AssetKey(["gold", "consensus_labels"])
+AGENT_LABELS = AssetKey(["gold", "agent_labels"])
 SEED_MODEL = AssetKey(["models", "seed_model"])
 RELEVANCE_MODEL = AssetKey(["models", "relevance_model"])
 SEED_ALIAS = "seed"

@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from assets.evaluation import PROMOTION_CHECK
+from assets.mining import annotated_iterations
 from serm_dagster.jobs import ingest_daily_job, ingest_reference_job, iteration_job, record_iteration_job, retrain_job
 from serm_dagster.partitions import daily_partitions
 from serm_dagster.resources import LakehouseResource, MlflowResource
@@ -81,9 +82,7 @@ def retraining_reason(store) -> tuple[str | None, str | None]:
         return None, "nothing mined yet"
     mined_lineage = store.lineage("gold/mined_samples")
     iteration = mined_lineage.get("iteration")
-    labelled = set(store.read_arrow("gold/consensus_labels").column("iteration").to_pylist()) \
-        if store.exists("gold/consensus_labels") else set()
-    if iteration is None or iteration in labelled:
+    if iteration is None or iteration in annotated_iterations(store):
         return None, f"iteration {iteration} is already labelled"
     mined = store.count_rows("gold/mined_samples")
     drifted = False

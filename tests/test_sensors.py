@@ -53,8 +53,8 @@ def test_retraining_sensor_requests_a_run_on_drift_with_the_reason_in_its_tags(h
     assert "20 unlabelled mined samples (iteration 1)" in request.tags["serm/reason"]
     assert request.run_key == evaluate(home).run_key  # the same mined version is requested once
 
-    # once the iteration is labelled there is nothing to retrain on
-    store.write("gold/consensus_labels", pa.table({"iteration": [1], "label": [2]}), lineage={})
+    # once the iteration is annotated there is nothing to retrain on, even when no label was accepted
+    store.write("gold/agent_labels", pa.table({"iteration": [1], "status": ["abstained"]}), lineage={})
     assert isinstance(evaluate(home), SkipReason)
 
 
@@ -101,7 +101,8 @@ def test_retraining_sensor_requests_a_run_for_labels_the_champion_has_not_seen(h
     store = DeltaStore(home / "lakehouse")
     version = register_champion(home, "iter001-abcdef0123")
     write_mined(store, 2, 10)
-    # iteration 2 is labelled, so the mined samples do not ask; its labels are newer than the champion's
+    # iteration 2 is annotated, so the mined samples do not ask; its labels are newer than the champion's
+    store.write("gold/agent_labels", pa.table({"iteration": [2], "status": ["decided"]}), lineage={})
     labels = pa.table({"iteration": [1] * 50 + [2] * (MIN_NEW_LABELS - 1), "label": [1] * (49 + MIN_NEW_LABELS)})
     store.write("gold/consensus_labels", labels, lineage={})
     skipped = evaluate(home)
