@@ -174,7 +174,7 @@ class Scorer:
                 self.model.eval()
                 with capture_inputs(top[0]) if top else nullcontext() as captured, self._autocast():
                     hidden = self.model.encoder(**batch).last_hidden_state
-                    probs[index] = torch.softmax(self._pooled_logits(hidden, batch).float(), dim=-1).cpu().numpy()
+                    probs[index] = torch.softmax(self._pooled_logits(hidden, batch).float(), dim=-1).float().cpu().numpy()
                     if top and self._reruns_top_layers is None:
                         rerun = _run_layers(top, captured)
                         self._reruns_top_layers = torch.allclose(rerun.float(), hidden.float(), atol=1e-3)
@@ -184,7 +184,8 @@ class Scorer:
                             logits = self._pooled_logits(_run_layers(top, captured), batch)
                         else:
                             logits = self._forward(batch)
-                        out[index, sample] = expected_score(torch.softmax(logits.float(), dim=-1)).cpu().numpy()
+                        # .float() last: under CUDA autocast the expectation's matmul comes back in bf16
+                        out[index, sample] = expected_score(torch.softmax(logits.float(), dim=-1)).float().cpu().numpy()
         return probs, out
 
     def _pooled_logits(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
