@@ -220,7 +220,9 @@ def test_failures_become_failed_paths_never_labels(server):
 
 
 def test_concurrency_limit_is_respected(server):
-    agent = make_agent(server, max_concurrency=3)
+    # a generous timeout: on a loaded machine a timed-out request is retried while the server still holds the
+    # abandoned one, which the server would count as a fourth request in flight
+    agent = make_agent(server, max_concurrency=3, timeout_s=5.0)
     pairs = [pair_for(f"busy-{i}") for i in range(12)]
     paths = agent.judge(pairs, 0)
     assert all(p.label == 3 for p in paths)
@@ -228,7 +230,7 @@ def test_concurrency_limit_is_respected(server):
 
 
 def test_concurrency_limit_holds_across_threads(server):
-    agent = make_agent(server, max_concurrency=2)
+    agent = make_agent(server, max_concurrency=2, timeout_s=5.0)
     threads = [threading.Thread(target=agent.judge, args=([pair_for(f"busy-{t}-{i}") for i in range(4)], 0))
                for t in range(3)]
     for t in threads:
