@@ -75,7 +75,8 @@ def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     judgments_version = store.version(table_name(BRONZE_JUDGMENTS))
     interest = models_of_interest(registry)
     # a version already evaluated on these very test pairs keeps its rows: a model's scores do not change
-    stale = {v: a for v, a in interest.items() if not evaluated_on(store, v, digest)}
+    stored = {v: latest_evaluation(store, v) for v in interest}
+    stale = {v: a for v, a in interest.items() if not evaluated_on(stored[v], digest)}
     tables = []
     for version, aliases in stale.items():
         scorer = Scorer.from_folder(registry.model_dir(version), device=model_settings.device,
@@ -87,7 +88,7 @@ def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse:
         for row in table[table.slice_type == "overall"].itertuples():
             registry.client().log_metric(registry.version_tags(version)["mlflow_run_id"],
                                          f"{row.test_set}_{row.metric.replace('@', '_at_')}", row.value)
-    current = pd.concat([*tables, *[latest_evaluation(store, v).assign(aliases=",".join(a))
+    current = pd.concat([*tables, *[stored[v].assign(aliases=",".join(a))
                                     for v, a in interest.items() if v not in stale]], ignore_index=True)
     shown = current.assign(model=current["model_version"] + " (" + current["aliases"] + ")")
     metadata = {"test_pairs": MetadataValue.json(pairs.groupby("test_set").size().to_dict()),
@@ -109,8 +110,8 @@ def pairs_digest(pairs: pd.DataFrame) -> str:
     return hashlib.sha1(pd.util.hash_pandas_object(key, index=False).values.tobytes()).hexdigest()[:16]
 
 
-def evaluated_on(store, version: str, digest: str) -> bool:
-    rows = latest_evaluation(store, version)
+def evaluated_on(rows: pd.DataFrame | None, digest: str) -> bool:
+    """Whether a version's stored evaluation rows were scored on the test pairs with this digest."""
     return rows is not None and "test_pairs_digest" in rows and bool((rows["test_pairs_digest"] == digest).all())
 
 

@@ -174,22 +174,20 @@ class Scorer:
                 self.model.eval()
                 with capture_inputs(top[0]) if top else nullcontext() as captured, self._autocast():
                     hidden = self.model.encoder(**batch).last_hidden_state
-                    probs[index] = torch.softmax(self._pooled_logits(hidden, batch).float(), dim=-1).float().cpu().numpy()
+                    logits = self.model.logits_from_hidden(hidden, batch["attention_mask"])
+                    probs[index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
                     if top and self._reruns_top_layers is None:
                         rerun = _run_layers(top, captured)
                         self._reruns_top_layers = torch.allclose(rerun.float(), hidden.float(), atol=1e-3)
                 with dropout_active(self.model), self._autocast():
                     for sample in range(k):
                         if top and self._reruns_top_layers:
-                            logits = self._pooled_logits(_run_layers(top, captured), batch)
+                            logits = self.model.logits_from_hidden(_run_layers(top, captured), batch["attention_mask"])
                         else:
                             logits = self._forward(batch)
                         # .float() last: under CUDA autocast the expectation's matmul comes back in bf16
                         out[index, sample] = expected_score(torch.softmax(logits.float(), dim=-1)).float().cpu().numpy()
         return probs, out
-
-    def _pooled_logits(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.model.logits_from_hidden(hidden, batch["attention_mask"])
 
 
 @contextmanager
