@@ -219,3 +219,14 @@ def test_promotion_refuses_a_worse_model(trained_home):
     training = store.read_arrow("gold/training_sets").to_pandas()
     newest = training[training["training_set"] == registry.version_tags("2")["training_set"]]
     assert set(newest["source"]) == {"iteration"} or newest["iteration"].max() == 1
+
+
+def test_seed_training_and_retraining_have_their_own_recipes():
+    settings = ModelSettings()
+    seed = settings.training_config(progress=False)
+    retrain = settings.training_config(progress=False, warm_start=True)
+    assert (seed.epochs, seed.encoder_lr, seed.frozen_layers) == (settings.epochs, settings.encoder_lr, 0)
+    assert (retrain.epochs, retrain.encoder_lr, retrain.frozen_layers) == (
+        settings.retrain_epochs, settings.retrain_encoder_lr, settings.retrain_frozen_layers)
+    # fine-tuning the serving model takes a smaller step than training from the backbone
+    assert retrain.encoder_lr < seed.encoder_lr
