@@ -1,0 +1,127 @@
+"""Does a stream leave room for SERM? The ceiling check behind the comparison's target.
+
+Retrains a home's seed model window by window with the simulator's TRUE labels, using an iteration's
+recipe (``ModelSettings.training_config(warm_start=True)``: seed set + every window's labels so far), and
+prints evolving and static NDCG@1 after each window. If even true labels cannot lift the seed model by
+the comparison's target (3 points of evolving NDCG@1), no annotator or miner can: the comparison then
+measures the stream, not SERM. It also prints the seed model's evolving NDCG@1 per kind of drift term
+in the query (from the simulator's manifest), which shows whether drift costs the model anything.
+
+Needs a simulated home whose seed model is trained (``make demo`` or ``serm evolve`` made one):
+
+    SERM_HOME=.serm .venv/bin/python benchmarks/oracle_check.py [--pairs 650] [--mined] [--control]
+
+``--mined``: true labels on the pairs each iteration mined (``gold/mined_samples``) instead of random
+pairs of the window; ``--control``: also retrain on the seed set alone, to see what more training gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import pandas as pd
+from pyspark.sql import functions as F
+
+from assets.evaluation import test_pairs
+from assets.ingest import BRONZE_CATALOG
+from assets.mining import MINED_SAMPLES
+from assets.training import SEED_ALIAS, TRAINING_SETS
+from models.evaluation import evaluate_on_test_sets, headline, score_pairs
+from models.inference import Scorer
+from models.metrics import ndcg_per_query
+from models.relevance import RelevanceModel
+from models.training import train
+from serm_dagster.evolution import landing_days, plan_windows
+from serm_dagster.registry import Registry
+from serm_dagster.resources import ModelSettings, SparkResource
+from serm_dagster.settings import SermPaths
+from serm_dagster.storage import DeltaStore
+from serm_dagster.tables import table_name
+from spark_jobs.training import TestWindows, document_texts, labelled_pairs
+
+KEY = ["query", "language", "doc_id"]
+
+
+def drift_kinds(manifest: dict, query: str) -> str:
+    """The kinds of drift terms ("new_brand", "new_type", "slang") a query contains, or "none"."""
+    text = query.lower()
+    kinds = {event["kind"] for event in manifest["drift_events"] if event["term"].lower() in text}
+    return "+".join(sorted(kinds)) or "none"
+
+
+def ndcg1_by_drift(scorer: Scorer, evolving: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+    scored = score_pairs(scorer, evolving.reset_index(drop=True))
+    per_query = ndcg_per_query(scored, 1)
+    queries = scored.assign(key=scored.groupby(["query", "language"], sort=False).ngroup()) \
+        .drop_duplicates("key").set_index("key").loc[per_query.index]
+    queries["ndcg@1"] = 100 * per_query.to_numpy()
+    queries["drift"] = queries["query"].map(lambda q: drift_kinds(manifest, q))
+    return queries.groupby("drift")["ndcg@1"].agg(["mean", "count"]).round(1)
+
+
+def truth_pairs(spark, paths: SermPaths, store: DeltaStore) -> pd.DataFrame:
+    """Every logged pair with its true label and document text, the query normalised as ingestion does."""
+    truth = spark.read.parquet(str(paths.home / "simulator" / "truth" / "truth.parquet")) \
+        .withColumn("split", F.lit("oracle")).withColumn("ts", F.to_timestamp("first_seen"))
+    documents = document_texts(store.read_spark(spark, table_name(BRONZE_CATALOG)))
+    return labelled_pairs(truth, documents).withColumn("day", F.to_date("ts").cast("string")).toPandas()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=650, help="true-labelled pairs added per window")
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--window-days", type=int, default=3)
+    parser.add_argument("--mined", action="store_true", help="label the mined pairs instead of random ones")
+    parser.add_argument("--control", action="store_true", help="also retrain on the seed set alone")
+    args = parser.parse_args()
+
+    paths = SermPaths.from_env()
+    store, registry, settings = DeltaStore(paths.lakehouse), Registry.under(paths.home), ModelSettings()
+    seed_version = registry.alias_version(SEED_ALIAS)
+    if seed_version is None:
+        raise SystemExit(f"no seed model in {paths.home}: run `make demo` or `serm evolve` first")
+    manifest = json.loads((paths.home / "simulator" / "manifest.json").read_text())
+    spark = SparkResource().get_session()
+    tests = test_pairs(spark, store, TestWindows(settings.evolving_days))
+    held_out = set(map(tuple, tests[KEY].to_numpy()))
+    truth = truth_pairs(spark, paths, store)
+    truth = truth[[tuple(k) not in held_out for k in truth[KEY].to_numpy()]]
+    training_sets = store.read_arrow(table_name(TRAINING_SETS)).to_pandas()
+    seed_set = training_sets[training_sets["source"] == "seed"].drop_duplicates(KEY)[[*KEY, "doc_text", "label"]]
+    windows = plan_windows(landing_days(paths), args.iterations, args.window_days).windows
+    mined = store.read_arrow(table_name(MINED_SAMPLES)).to_pandas() if args.mined else None
+
+    def evaluated(model, tokenizer) -> str:
+        table = evaluate_on_test_sets(Scorer(model, tokenizer, batch_size=settings.eval_batch_size), tests)
+        return f"evolving NDCG@1 {headline(table, 'evolving'):.2f}, static {headline(table, 'static'):.2f}"
+
+    model, tokenizer = RelevanceModel.load(registry.model_dir(seed_version))
+    print(f"seed model v{seed_version}: {evaluated(model, tokenizer)}")
+    print("evolving NDCG@1 per kind of drift term in the query:")
+    print(ndcg1_by_drift(Scorer(model, tokenizer, batch_size=settings.eval_batch_size),
+                         tests[tests["test_set"] == "evolving"], manifest).to_string())
+
+    config = settings.training_config(progress=False, warm_start=True)
+    arms = ["true labels"] + (["seed set alone"] if args.control else [])
+    for arm in arms:
+        model, tokenizer = RelevanceModel.load(registry.model_dir(seed_version))
+        added = []
+        for number, days in enumerate(windows, start=1):
+            if arm == "true labels":
+                window = truth[truth["day"].isin(days)]
+                if mined is not None:
+                    picked = mined.loc[mined["iteration"] == number, KEY].merge(window, on=KEY)
+                else:
+                    picked = window.sample(min(args.pairs, len(window)), random_state=number)
+                added.append(picked[[*KEY, "doc_text", "label"]])
+            started = time.perf_counter()
+            train(model, tokenizer, pd.concat([seed_set, *added], ignore_index=True), config)
+            print(f"{arm}, window {number} ({days[0]}..{days[-1]}, {sum(map(len, added))} labels): "
+                  f"{evaluated(model, tokenizer)} ({time.perf_counter() - started:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
