@@ -30,7 +30,7 @@ from assets.mining import MINED_SAMPLES
 from assets.training import SEED_ALIAS, TRAINING_SETS
 from models.evaluation import evaluate_on_test_sets, headline, score_pairs
 from models.inference import Scorer
-from models.metrics import ndcg_per_query
+from models.metrics import evaluate
 from models.relevance import RelevanceModel
 from models.training import train
 from serm_dagster.evolution import landing_days, plan_windows
@@ -52,13 +52,9 @@ def drift_kinds(manifest: dict, query: str) -> str:
 
 
 def ndcg1_by_drift(scorer: Scorer, evolving: pd.DataFrame, manifest: dict) -> pd.DataFrame:
-    scored = score_pairs(scorer, evolving.reset_index(drop=True))
-    per_query = ndcg_per_query(scored, 1)
-    queries = scored.assign(key=scored.groupby(["query", "language"], sort=False).ngroup()) \
-        .drop_duplicates("key").set_index("key").loc[per_query.index]
-    queries["ndcg@1"] = 100 * per_query.to_numpy()
-    queries["drift"] = queries["query"].map(lambda q: drift_kinds(manifest, q))
-    return queries.groupby("drift")["ndcg@1"].agg(["mean", "count"]).round(1)
+    scored = score_pairs(scorer, evolving).assign(drift=lambda f: f["query"].map(lambda q: drift_kinds(manifest, q)))
+    table = evaluate(scored, slices=("drift",))
+    return table[table["metric"] == "ndcg@1"].set_index("slice")[["value", "n_queries"]].round(1)
 
 
 def truth_pairs(spark, paths: SermPaths, store: DeltaStore) -> pd.DataFrame:

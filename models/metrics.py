@@ -83,11 +83,12 @@ def evaluate(frame: pd.DataFrame, slices: Sequence[str] = ("overall", "family", 
     ``frame``: one row per judged pair with ``query, language, doc_id, label, score, pred_label``.
     ``n_queries`` is the number of queries the metric averages over (for NDCG, queries with at least
     one relevant document; for accuracy, all queries in the slice); ``n_pairs`` the pairs in the slice.
+    A slice type is "overall", "family" or any column of ``frame`` that is constant within a query.
     """
-    unknown = set(slices) - {"overall", "family", "language"}
+    frame = frame.assign(family=frame["language"].map(family_of), query_key=_query_keys(frame, QUERY_KEY))
+    unknown = set(slices) - {"overall"} - set(frame.columns)
     if unknown:
         raise ValueError(f"unknown slice types {sorted(unknown)}")
-    frame = frame.assign(family=frame["language"].map(family_of), query_key=_query_keys(frame, QUERY_KEY))
     rows = []
     for slice_type in slices:
         if slice_type == "overall":
