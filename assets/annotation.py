@@ -56,16 +56,16 @@ def seed_behaviour(session, store) -> pd.DataFrame:
 def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSettings, window_start,
                    window_end) -> tuple[list, dict]:
     """The default judges, calibrated on the seed judgments, knowing what the glossary knew at the window's
-    end and the window's logged queries (to tell generic modifiers from unknown terms); and their
-    calibration (for lineage)."""
+    end and the window's logged queries and clicks (to tell generic modifiers from unknown terms, and to learn
+    new product-type words from what shoppers clicked); and their calibration (for lineage)."""
     from models.agents.embedded import default_panel, panel_calibration
 
     glossary = store.read_arrow(table_name(BRONZE_GLOSSARY)).to_pandas() \
         if store.exists(table_name(BRONZE_GLOSSARY)) else None
-    queries = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language"],
+    queries = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language", "doc_id", "clicks"],
                                filters=[("date", ">=", pd.Timestamp(window_start).date()),
                                         ("date", "<=", pd.Timestamp(window_end).date())]) \
-        .to_pandas().drop_duplicates()
+        .to_pandas().groupby(["query", "language", "doc_id"], as_index=False)["clicks"].sum()
     agents = default_panel(catalog, glossary, seed_behaviour(session, store), as_of=window_end,
                            agents=settings.embedded_agents, min_behaviour_support=settings.min_behaviour_support,
                            query_texts=queries, semantic_min_band_accuracy=settings.semantic_min_band_accuracy,

@@ -12,7 +12,8 @@ Needs a simulated home whose seed model is trained (``make demo`` or ``serm evol
     SERM_HOME=.serm .venv/bin/python benchmarks/oracle_check.py [--pairs 650] [--mined] [--control]
 
 ``--mined``: true labels on the pairs each iteration mined (``gold/mined_samples``) instead of random
-pairs of the window; ``--control``: also retrain on the seed set alone, to see what more training gives.
+pairs of the window; ``--control``: also retrain on the seed set alone, to see what more training gives;
+``--set FIELD=VALUE`` (repeatable): another retraining recipe, e.g. ``--set retrain_frozen_layers=0``.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def main() -> None:
     parser.add_argument("--window-days", type=int, default=3)
     parser.add_argument("--mined", action="store_true", help="label the mined pairs instead of random ones")
     parser.add_argument("--control", action="store_true", help="also retrain on the seed set alone")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a ModelSettings field for the retraining recipe, e.g. retrain_frozen_layers=0")
     args = parser.parse_args()
 
     paths = SermPaths.from_env()
-    store, registry, settings = DeltaStore(paths.lakehouse), Registry.under(paths.home), ModelSettings()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    store, registry, settings = DeltaStore(paths.lakehouse), Registry.under(paths.home), ModelSettings(**overrides)
     seed_version = registry.alias_version(SEED_ALIAS)
     if seed_version is None:
         raise SystemExit(f"no seed model in {paths.home}: run `make demo` or `serm evolve` first")

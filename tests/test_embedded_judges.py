@@ -173,6 +173,45 @@ def test_generic_modifiers_are_learnt_but_unmapped_synonyms_are_not():
     assert paths(agent, pair("navy sneakers", "blue-nordvik"))[0].label is None
 
 
+def impressions(rows) -> pd.DataFrame:
+    """Logged impressions of the tiny world: (query, doc_id, clicks)."""
+    return pd.DataFrame([{"query": q, "language": "en", "doc_id": d, "clicks": c} for q, d, c in rows])
+
+
+def test_slang_the_glossary_lacks_is_learnt_from_what_shoppers_click():
+    logged = impressions([
+        # "zapps" (new slang for sneakers): its queries' clicks land on sneakers
+        ("red zapps", "red-nordvik", 3), ("red zapps", "socks-2", 0), ("red zapps", "lamp", 0),
+        ("blue zapps size 42", "blue-nordvik", 2), ("blue zapps size 42", "blue-altura", 1),
+        # "glim": clicks split between two product types, so it means nothing certain
+        ("white glim", "lamp", 2), ("white glim", "socks-1", 2), ("red glim", "socks-2", 2),
+        # "vorp": one query's clicks are not enough evidence
+        ("red vorp", "red-nordvik", 9),
+    ])
+    agent = knowledge_agent(as_of="2026-01-07", query_texts=logged)
+    assert {p.label for p in paths(agent, pair("red zapps", "red-nordvik")) if p.is_vote()} == {3}
+    assert {p.label for p in paths(agent, pair("red zapps", "lamp")) if p.is_vote()} == {0}
+    # the glossary view stays the glossary alone
+    assert paths(agent, pair("red zapps", "red-nordvik"))[2].label is None
+    for query in ("white glim", "red vorp"):
+        assert all(p.label is None for p in paths(agent, pair(query, "red-nordvik"))), query
+    assert agent.knowledge.summary()["click_terms"] == {"en": ["zapps"]}
+    assert agent.config_key() != knowledge_agent(as_of="2026-01-07").config_key()
+
+
+def test_semantic_agent_reads_a_type_word_as_the_titles_name_it():
+    knowledge = KnowledgeBase.from_frames(CATALOG, GLOSSARY, "2026-01-10", None, TINY)
+    assert knowledge.canonical_query("red kicks 42", "en") == "red sneakers 42"  # glossary slang
+    assert knowledge.canonical_query("trainers", "en") == "sneakers"                # a synonym
+    assert knowledge.canonical_query("red zorblax", "en") == "red zorblax"          # unknown: as it was
+    plain = SemanticAgent(trigram_encoder, calibration=fixed_calibration())
+    informed = SemanticAgent(trigram_encoder, calibration=fixed_calibration(), knowledge=knowledge)
+    slang, spelled_out = pair("red kicks", "red-nordvik"), pair("red sneakers", "red-nordvik")
+    assert informed.scores([slang], "title")[0] == pytest.approx(plain.scores([spelled_out], "title")[0])
+    assert informed.scores([slang], "title")[0] > plain.scores([slang], "title")[0]
+    assert informed.config_key() != plain.config_key()
+
+
 def test_complements_come_from_the_catalogue_not_from_one_document():
     knowledge = KnowledgeBase.from_frames(CATALOG, GLOSSARY, "2026-01-10", settings=TINY)
     assert ("sneakers", "socks") in knowledge.complements and ("socks", "sneakers") in knowledge.complements

@@ -320,3 +320,18 @@ def test_start_date_and_days(tmp_path):
     d = pd.read_parquet(tmp_path / "landing" / "logs" / "logs-2025-12-31.parquet")
     start = int(dt.datetime(2025, 12, 31, tzinfo=dt.timezone.utc).timestamp() * 1000)
     assert d["ts"].between(start, start + 86_400_000 - 1).all()
+
+
+def test_slang_comes_with_a_trend_in_its_product_type():
+    from serm_dagster.simulator.drift import DriftSchedule
+
+    config = SimulationConfig(days=14, seed=7)
+    drift = DriftSchedule(config)
+    (language, category), (since, _term) = next(iter(drift.slang_day.items()))
+    boost = SCENARIOS["default"].trend_boost
+    assert drift.trend_multiplier(language, category, since - 1) == 1.0
+    assert 1.0 < drift.trend_multiplier(language, category, since) < boost
+    assert drift.trend_multiplier(language, category, since + 10) == pytest.approx(boost)
+    assert drift.trend_multiplier(language, "lamp", config.days - 1) == 1.0  # no slang, no trend
+    calm = DriftSchedule(SimulationConfig(days=14, seed=7, scenario="none"))
+    assert calm.trend_multiplier(language, category, config.days - 1) == 1.0

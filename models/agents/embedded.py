@@ -342,6 +342,10 @@ class KnowledgeSettings:
     min_complement_docs: int = 3  # catalogue texts naming two product types together to call them complements
     learn_type_names: bool = True  # learn product-type names the glossary lacks from catalogue titles
     min_type_name_docs: int = 3  # titles that must use a name (for one type only) to learn it
+    # a word learnt from clicks (new slang the glossary lacks): see KnowledgeBase._learn_words_from_clicks
+    min_word_clicks: int = 5  # clicks on documents of the queries that use it
+    min_word_queries: int = 2  # distinct queries that use it
+    min_word_click_share: float = 0.8  # share of those clicks on one product type
 
 
 class KnowledgeBase:
@@ -354,8 +358,9 @@ class KnowledgeBase:
       know yet (a launched type's titles call it "air fryer" long before the taxonomy does); the
       word titles put before a size ("size", "Größe"); which product types the catalogue names
       together ("goes well with socks", "case for smartphone") - the complements;
-    - generic modifiers learnt from query texts: an unmapped word used with many product types.
-    Slang never appears in the catalogue: until the glossary has it, the agent abstains on it.
+    - generic modifiers learnt from query texts: an unmapped word used with many product types;
+    - product-type words learnt from clicks: slang never appears in the catalogue and the glossary
+      learns it late or never, but shoppers who type it click documents of one product type.
     """
 
     ANY_LANGUAGE = "*"
@@ -370,6 +375,8 @@ class KnowledgeBase:
         self.complements = complements
         self.as_of = as_of
         self.settings = settings
+        self.click_terms: dict[str, dict[tuple[str, ...], frozenset[str]]] = {}  # language -> word -> type
+        self.type_names: dict[str, dict[str, tuple[str, ...]]] = {}  # language -> type -> its commonest title name
         self._terms_cache: dict[tuple[str, bool], dict[tuple[str, ...], frozenset[str]]] = {}
         self._vocab_cache: dict[str, dict[int, list[str]]] = {}
         self._reading_cache: dict[tuple[str, str, bool, bool], QueryReading] = {}
@@ -383,7 +390,8 @@ class KnowledgeBase:
         """``catalog``: doc_id, language, title, description, attributes (JSON; ``available_from``
         in it hides a product launched after ``as_of``). ``glossary``: term, language, concept,
         kind, added (ISO date); entries added after ``as_of`` are not known yet. ``query_texts``:
-        query, language of logged queries (optional), to learn generic modifiers."""
+        query, language of logged queries (optional), to learn generic modifiers; with doc_id and
+        clicks columns (logged impressions) also to learn product-type words from clicks."""
         as_of_text = None if as_of is None else str(as_of)[:10]
         glossary_terms: dict[str, dict[tuple[str, ...], set[str]]] = defaultdict(lambda: defaultdict(set))
         if glossary is not None and len(glossary):
@@ -423,7 +431,11 @@ class KnowledgeBase:
             modifiers = base._learn_modifiers(query_texts)
             base.ignorable = {lang: size_words.get(lang, frozenset()) | modifiers.get(lang, frozenset())
                               for lang in set(size_words) | set(modifiers)}
+            base._clear_caches()
+            if {"doc_id", "clicks"} <= set(query_texts.columns):
+                base.click_terms = base._learn_words_from_clicks(query_texts, catalog, attributes)
         base._clear_caches()
+        base.type_names = base._commonest_type_names(catalog, attributes)
         return base
 
     def _clear_caches(self) -> None:
@@ -501,6 +513,69 @@ class KnowledgeBase:
                 pairs |= {(a, b), (b, a)}
         return frozenset(pairs)
 
+    def _learn_words_from_clicks(self, impressions: pd.DataFrame, catalog: pd.DataFrame,
+                                 attributes: list[dict]) -> dict[str, dict[tuple[str, ...], frozenset[str]]]:
+        """Product-type words the lexicon lacks (new slang), from what shoppers clicked.
+
+        In a query that names no product type and has exactly one word the lexicon cannot map, that
+        word is probably the type. It is learnt as a name of type t when the queries using it drew at
+        least ``min_word_clicks`` clicks from ``min_word_queries`` distinct queries, and at least
+        ``min_word_click_share`` of those clicks went to documents of t. Click logs mining synonyms,
+        as search teams do: the glossary lags slang by days or never learns it; clicks do not.
+        """
+        category_of = {(str(d), str(lang)): concept_value(a["category"])
+                       for d, lang, a in zip(catalog["doc_id"], catalog["language"], attributes) if a.get("category")}
+        clicked = impressions[impressions["clicks"].fillna(0) > 0]
+        clicks: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        queries: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for query, language, doc_id, n in clicked[["query", "language", "doc_id", "clicks"]].itertuples(index=False):
+            category = category_of.get((str(doc_id), str(language)))
+            if category is None:
+                continue
+            reading = self.read_query(normalize_query(str(query)), str(language), repair=False)
+            if reading.category is not None or reading.conflicts or len(reading.unknown) != 1:
+                continue
+            key = (str(language), reading.unknown[0])
+            clicks[key][category] += int(n)
+            queries[key].add(str(query))
+        out: dict[str, dict[tuple[str, ...], frozenset[str]]] = defaultdict(dict)
+        settings = self.settings
+        for (language, word), counter in clicks.items():
+            total = sum(counter.values())
+            category, top = counter.most_common(1)[0]
+            if (total >= settings.min_word_clicks and len(queries[(language, word)]) >= settings.min_word_queries
+                    and top >= settings.min_word_click_share * total):
+                out[language][(word,)] = frozenset({f"category:{category}"})
+        return dict(out)
+
+    def _commonest_type_names(self, catalog: pd.DataFrame, attributes: list[dict]) -> dict[str, dict[str, tuple[str, ...]]]:
+        """Per language and product type, the name the type's titles use most (what a query word
+        mapped to that type is rewritten to, for judges that compare words: see SemanticAgent)."""
+        uses: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        for language, title, attrs in zip(catalog["language"], catalog["title"], attributes):
+            own = attrs.get("category")
+            if not own:
+                continue
+            own = concept_value(own)
+            for phrase, concepts in self._segment(tokenize(clean_document_text(title)), str(language)):
+                if concepts == {f"category:{own}"}:
+                    uses[(str(language), own)][phrase] += 1
+                    break
+        out: dict[str, dict[str, tuple[str, ...]]] = defaultdict(dict)
+        for (language, category), counter in uses.items():
+            out[language][category] = counter.most_common(1)[0][0]
+        return dict(out)
+
+    def canonical_query(self, query: str, language: str) -> str:
+        """The query with each phrase that names one product type (a synonym, glossary slang, a word
+        learnt from clicks) replaced by the name the type's titles use most; other words unchanged."""
+        names = self.type_names.get(language, {})
+        words: list[str] = []
+        for phrase, concepts in self._segment(tokenize(query), language):
+            kind, _, value = next(iter(concepts)).partition(":") if len(concepts) == 1 else ("", "", "")
+            words.extend(names.get(value, phrase) if kind == "category" else phrase)
+        return " ".join(words)
+
     def _learn_modifiers(self, query_texts: pd.DataFrame) -> dict[str, frozenset[str]]:
         """Unmapped words that shoppers add to queries for any product type ("cheap", "buy", "new").
 
@@ -534,7 +609,8 @@ class KnowledgeBase:
         if key not in self._terms_cache:
             sources = [self.glossary_terms.get(language, {})]
             if not glossary_only:
-                sources += [self.catalogue_terms.get(self.ANY_LANGUAGE, {}), self.catalogue_terms.get(language, {})]
+                sources += [self.catalogue_terms.get(self.ANY_LANGUAGE, {}), self.catalogue_terms.get(language, {}),
+                            self.click_terms.get(language, {})]
             merged: dict[tuple[str, ...], set[str]] = defaultdict(set)
             for source in sources:
                 for phrase, concepts in source.items():
@@ -644,8 +720,11 @@ class KnowledgeBase:
                          for lang, terms in self.glossary_terms.items()},
             "catalogue": {lang: sorted([list(p), sorted(c)] for p, c in terms.items())
                           for lang, terms in self.catalogue_terms.items()},
+            "clicks": {lang: sorted([list(p), sorted(c)] for p, c in terms.items())
+                       for lang, terms in self.click_terms.items()},
             "ignorable": {lang: sorted(words) for lang, words in self.ignorable.items()},
             "complements": sorted(self.complements),
+            "type_names": {lang: sorted([c, list(p)] for c, p in names.items()) for lang, names in self.type_names.items()},
             "settings": asdict(self.settings),
         })
 
@@ -653,6 +732,7 @@ class KnowledgeBase:
         """Counts for lineage metadata (JSON)."""
         return {"as_of": self.as_of, "glossary_terms": sum(len(t) for t in self.glossary_terms.values()),
                 "catalogue_terms": sum(len(t) for t in self.catalogue_terms.values()),
+                "click_terms": {lang: sorted(" ".join(p) for p in terms) for lang, terms in sorted(self.click_terms.items())},
                 "ignorable_words": sum(len(w) for w in self.ignorable.values()),
                 "complement_pairs": len(self.complements) // 2, "fingerprint": self.fingerprint()[:16]}
 
@@ -808,6 +888,9 @@ class SemanticAgent:
     Paths are views of the document: 0 the title, 1 title + description (injected sentences
     dropped), 2 title + structured attribute values; each view has its own calibration.
     ``encoder``: texts -> vectors (default: the packaged all-MiniLM-L6-v2, loaded on first use).
+    ``knowledge``: what the agent retrieves before judging (the method's level 1): a query word the
+    knowledge base maps to a product type (a synonym, slang from the glossary or learnt from clicks) is
+    read as the name the type's titles use, since an embedding cannot know this week's slang.
     """
 
     backend = EMBEDDED_BACKEND
@@ -815,7 +898,8 @@ class SemanticAgent:
 
     def __init__(self, encoder: Encoder | None = None, *, encoder_name: str | None = None,
                  calibration: SemanticCalibration | None = None, idf: dict[str, dict[str, float]] | None = None,
-                 name: str = "semantic", views: Sequence[str] = SEMANTIC_VIEWS, similarity_floor: float = 0.5):
+                 name: str = "semantic", views: Sequence[str] = SEMANTIC_VIEWS, similarity_floor: float = 0.5,
+                 knowledge: KnowledgeBase | None = None):
         if not 0.0 <= similarity_floor < 1.0:
             raise ValueError("similarity_floor must be in [0, 1)")
         unknown = set(views) - set(SEMANTIC_VIEWS)
@@ -828,6 +912,7 @@ class SemanticAgent:
         self.calibration = calibration
         self.similarity_floor = float(similarity_floor)
         self.idf = idf or {}
+        self.knowledge = knowledge
         self._encoder = encoder
         self._vectors: dict[str, np.ndarray] = {}
         self._idf_key = stable_hash(self.idf)
@@ -835,13 +920,15 @@ class SemanticAgent:
     def with_calibration(self, calibration: SemanticCalibration) -> "SemanticAgent":
         """The same agent (and encoder, and its cached vectors) with another calibration."""
         other = SemanticAgent(self._encoder, encoder_name=self.model, calibration=calibration, idf=self.idf,
-                              name=self.name, views=self.views, similarity_floor=self.similarity_floor)
+                              name=self.name, views=self.views, similarity_floor=self.similarity_floor,
+                              knowledge=self.knowledge)
         other._vectors = self._vectors
         return other
 
     def config_key(self) -> str:
         return stable_hash({"backend": self.backend, "model": self.model, "prompt_version": self.prompt_version,
                             "views": list(self.views), "idf": self._idf_key, "similarity_floor": self.similarity_floor,
+                            "knowledge": self.knowledge.fingerprint() if self.knowledge else None,
                             "calibration": self.calibration.to_dict() if self.calibration else None})
 
     # --- scores ---------------------------------------------------------------------------------
@@ -859,6 +946,10 @@ class SemanticAgent:
         vectors = vectors / np.where(norms > 0, norms, 1.0)
         self._vectors.update(zip(missing, vectors))
 
+    def read_query(self, pair: PairToJudge) -> str:
+        query = normalize_query(pair.query)
+        return self.knowledge.canonical_query(query, pair.language) if self.knowledge else query
+
     @staticmethod
     def view_text(pair: PairToJudge, view: str) -> str:
         title = clean_document_text(pair.title)
@@ -871,7 +962,7 @@ class SemanticAgent:
 
     def scores(self, pairs: Sequence[PairToJudge], view: str) -> np.ndarray:
         """The alignment score of each pair for a view; NaN when the query or the text has no words."""
-        queries = [tokenize(normalize_query(p.query)) for p in pairs]
+        queries = [tokenize(self.read_query(p)) for p in pairs]
         documents = [tokenize(self.view_text(p, view)) for p in pairs]
         self._encode_missing(w for words in (*queries, *documents) for w in words)
         out = np.full(len(pairs), np.nan)
@@ -1120,7 +1211,9 @@ def default_panel(catalog: pd.DataFrame, glossary: pd.DataFrame | None, seed_jud
     behaviour columns; ``behaviour_for_seed``: those columns for the seed pairs (the seed period's
     click model and impressions) when they come separately. ``as_of``: the newest day the panel may
     know (the window end): glossary entries added later are ignored. ``query_texts``: logged
-    queries (query, language) to learn generic modifiers from (the seed queries are always used).
+    queries (query, language) to learn generic modifiers from (the seed queries are always used); with
+    doc_id and clicks (the window's impressions) the knowledge base also learns product-type words from
+    clicks. The knowledge and semantic agents share one knowledge base.
     ``agents``: which of knowledge, semantic, behaviour to build, in that order of the result.
     """
     unknown = set(agents) - set(DEFAULT_AGENTS)
@@ -1137,15 +1230,17 @@ def default_panel(catalog: pd.DataFrame, glossary: pd.DataFrame | None, seed_jud
             extra[PAIR_COLUMNS + columns].drop_duplicates(PAIR_COLUMNS), on=PAIR_COLUMNS, how="left")
 
     panel = []
+    texts = seed[["query", "language"]]
+    if query_texts is not None and len(query_texts):
+        texts = pd.concat([texts, query_texts.assign(query=query_texts["query"].map(normalize_query))],
+                          ignore_index=True)
+    knowledge = KnowledgeBase.from_frames(catalog, glossary, as_of, texts, knowledge_settings) \
+        if {"knowledge", "semantic"} & set(agents) else None
     if "knowledge" in agents:
-        texts = seed[["query", "language"]]
-        if query_texts is not None and len(query_texts):
-            texts = pd.concat([texts, query_texts[["query", "language"]].assign(
-                query=query_texts["query"].map(normalize_query))], ignore_index=True)
-        panel.append(KnowledgeAgent.from_frames(catalog, glossary, as_of, texts, knowledge_settings))
+        panel.append(KnowledgeAgent(knowledge))
     if "semantic" in agents:
         judged = pairs_to_judge(seed[PAIR_COLUMNS], catalog)
-        agent = SemanticAgent(encoder, encoder_name=encoder_name, idf=title_idf(catalog))
+        agent = SemanticAgent(encoder, encoder_name=encoder_name, idf=title_idf(catalog), knowledge=knowledge)
         panel.append(agent.calibrate(judged, seed["label"].to_numpy(), min_band_accuracy=semantic_min_band_accuracy))
     if "behaviour" in agents:
         panel.append(BehaviourAgent(fit_behaviour(seed, min_support=min_behaviour_support,

@@ -79,7 +79,9 @@ class DriftScenario:
     burst: bool = False                 # all launches on one day (a sudden trend) vs spread out
     ramp_days: float = 3.0              # days until a launch/slang reaches its full share
     demand_boost: float = 2.0           # demand multiplier of launched products at full ramp
-    slang_max_share: float = 0.45       # share of a concept's queries using its slang at full ramp
+    slang_max_share: float = 0.8        # share of a concept's queries using its slang at full ramp
+    trend_boost: float = 2.0            # demand multiplier of a category at full ramp of its slang: slang
+                                        # comes with a trend, so the drifted queries are a real share of traffic
 
 
 SCENARIOS: dict[str, DriftScenario] = {}

@@ -134,6 +134,14 @@ class DriftSchedule:
         boost = max(1.0, self.scenario.demand_boost * max(self.strength, 1e-9))
         return 0.5 + (boost - 0.5) * self._ramp(available_from, day)
 
+    def trend_multiplier(self, lang: str, category: str, day: int) -> float:
+        """Demand multiplier of a category in a language: grows with the ramp of its slang (1 without)."""
+        hit = self.slang_day.get((lang, category))
+        if hit is None:
+            return 1.0
+        boost = max(1.0, 1.0 + (self.scenario.trend_boost - 1.0) * self.strength)
+        return 1.0 + (boost - 1.0) * self._ramp(hit[0], day)
+
     def slang_share(self, lang: str, category: str, day: int) -> tuple[float, str | None]:
         hit = self.slang_day.get((lang, category))
         if hit is None:

@@ -23,7 +23,7 @@ RANKER_RETRIEVAL_WEIGHT = 0.3
 RANKER_POPULARITY_WEIGHT = 1.2
 RANKER_NOISE = 2.0
 COLD_START_POPULARITY = 0.15      # the ranker's prior for launched products
-SLANG_RETRIEVAL_RECALL = 0.8      # the (semantic) retriever recognises slang this often
+SLANG_RETRIEVAL_RECALL = 0.5      # the (semantic) retriever recognises new slang this often
 REFORMULATION_RATE = 0.35
 SHUFFLE_RATE = 0.2
 FILLER_RATE = 0.12
@@ -215,7 +215,8 @@ def simulate_day(day: int, config: SimulationConfig, catalog: Catalog, drift: Dr
             continue
         prods = idx.products
         mult = np.array([drift.launch_multiplier(int(a), day) for a in idx.avail])
-        w = catalog.p_pop[prods] * catalog.category_demand[catalog.p_cat[prods]] * mult
+        trend = np.array([drift.trend_multiplier(idx.lang, cat, day) for cat in catalog.categories])
+        w = catalog.p_pop[prods] * (catalog.category_demand * trend)[catalog.p_cat[prods]] * mult
         targets[need] = prods[rng.choice(len(prods), size=len(need), p=w / w.sum())]
     u_text = rng.random((n, 24))
 

@@ -241,6 +241,10 @@ SLANG: tuple[tuple[str, str, str], ...] = (
     ("tr", "sneakers", "snikır"), ("tr", "headphones", "kulakçık"), ("tr", "sunglasses", "güneşlik"),
     ("pl", "sneakers", "adidasy"), ("pl", "headphones", "słuchawy"), ("pl", "sunglasses", "okularki"),
     ("id", "sneakers", "sepokat"), ("id", "headphones", "hedset"), ("id", "sunglasses", "kacmat"),
+    ("en", "smartphone", "mobe"), ("de", "smartphone", "Smarti"), ("nl", "smartphone", "mobieltje"),
+    ("es", "smartphone", "celu"), ("fr", "smartphone", "tel"), ("it", "smartphone", "telefonino"),
+    ("pt", "smartphone", "cel"), ("tr", "smartphone", "telo"), ("pl", "smartphone", "komóra"),
+    ("id", "smartphone", "hape"),
 )
 
 # Rough relative demand per category (seasonless); unlisted categories get 1.0.
