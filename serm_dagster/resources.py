@@ -116,7 +116,7 @@ class ModelSettings(ConfigurableResource):
     retrain_frozen_layers: int = Field(default=0, description="when retraining from the champion, the embeddings "
                                        "and this many bottom encoder layers stay as they are (about 1.4x faster on "
                                        "a CPU). 0: a frozen bottom cannot learn new words (slang), so even true "
-                                       "labels lifted evolving NDCG@1 by 1.5 points with 3 frozen, 4.8 with none")
+                                       "labels lifted evolving NDCG@1 by 1.5 points with 3 frozen, 4.5 with none")
     batch_size: int = 32
     encoder_lr: float = Field(default=2e-4, description="encoder learning rate when training from the backbone. On "
                               "the demo stream 5e-5 left the seed model under-trained after 4 epochs (evolving NDCG@1 84 "
