@@ -124,7 +124,8 @@ def latest_evaluation(store, version: str) -> pd.DataFrame | None:
 
 @asset_check(asset=EVALUATIONS, name=PROMOTION_CHECK, blocking=True,
              description="The challenger is promoted only if evolving-set NDCG@1 improves and the static set does "
-                         "not regress beyond the configured margin; blocks gold/promotions otherwise.")
+                         "not regress beyond the configured margin from the champion nor from the seed model; blocks "
+                         "gold/promotions otherwise.")
 def challenger_beats_champion(context: AssetCheckExecutionContext, lakehouse: LakehouseResource,
                               mlflow_resource: MlflowResource, model_settings: ModelSettings) -> AssetCheckResult:
     registry = mlflow_resource.registry(lakehouse.paths.home)
@@ -132,7 +133,8 @@ def challenger_beats_champion(context: AssetCheckExecutionContext, lakehouse: La
     if challenger is None or challenger == champion:
         return AssetCheckResult(passed=True, metadata={"decision": "nothing to promote", "champion": str(champion)})
     decision = promotion_decision(latest_evaluation(lakehouse.store, challenger),
-                                  latest_evaluation(lakehouse.store, champion), model_settings.static_margin)
+                                  latest_evaluation(lakehouse.store, champion), model_settings.static_margin,
+                                  latest_evaluation(lakehouse.store, registry.alias_version(SEED_ALIAS)))
     registry.tag_version(challenger, {"promotion_decision": "promote" if decision.promote else "reject",
                                       "promotion_reason": decision.reason, "compared_with": str(champion)})
     return AssetCheckResult(passed=decision.promote, metadata={
@@ -169,7 +171,8 @@ def promotions(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
         reason = "no challenger: the champion is the newest model"
     else:
         decision = promotion_decision(latest_evaluation(store, challenger), latest_evaluation(store, champion),
-                                      model_settings.static_margin)
+                                      model_settings.static_margin,
+                                      latest_evaluation(store, registry.alias_version(SEED_ALIAS)))
         reason = decision.reason
     promoted = bool(decision and decision.promote)
     if promoted:

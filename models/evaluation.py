@@ -51,10 +51,13 @@ class PromotionDecision:
         return dict(self.__dict__)
 
 
-def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, static_margin: float = 0.5
-                       ) -> PromotionDecision:
-    """Promote only if evolving-set NDCG@1 improves and static NDCG@1 loses at most ``static_margin`` points."""
+def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, static_margin: float = 0.5,
+                       seed: pd.DataFrame | None = None) -> PromotionDecision:
+    """Promote only if evolving-set NDCG@1 improves and static NDCG@1 loses at most ``static_margin`` points,
+    against the champion and against the seed model (``seed``'s evaluation): measured against the champion
+    alone, losses of just under the margin would add up over iterations."""
     new_evolving, new_static = headline(challenger, "evolving"), headline(challenger, "static")
+    seed_static = None if seed is None or seed.empty else headline(seed, "static")
     if champion is None or champion.empty:
         return PromotionDecision(True, "no champion yet", new_evolving, None, new_static, None, static_margin)
     old_evolving, old_static = headline(champion, "evolving"), headline(champion, "static")
@@ -66,6 +69,10 @@ def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, 
         return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
     if new_static is not None and old_static is not None and new_static < old_static - static_margin:
         reason = f"static NDCG@1 {new_static:.2f} regresses more than {static_margin} from {old_static:.2f}"
+        return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
+    if new_static is not None and seed_static is not None and new_static < seed_static - static_margin:
+        reason = (f"static NDCG@1 {new_static:.2f} regresses more than {static_margin} from the seed model's "
+                  f"{seed_static:.2f}")
         return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
     reason = f"evolving NDCG@1 {old_evolving:.2f} -> {new_evolving:.2f}"
     if new_static is not None and old_static is not None:

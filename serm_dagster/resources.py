@@ -134,7 +134,8 @@ class ModelSettings(ConfigurableResource):
     earlier_weight: float = Field(default=1.0, description="training weight of earlier iterations' labels")
     current_weight: float = Field(default=1.0, description="training weight of this iteration's labels")
     evolving_days: int = Field(default=3, description="the evolving test set: the newest N days of test judgments")
-    static_margin: float = Field(default=0.5, description="NDCG@1 points the static set may lose at promotion")
+    static_margin: float = Field(default=0.5, description="NDCG@1 points the static set may lose at promotion, "
+                                 "against the champion and against the seed model (so losses do not add up)")
     seed_model_from: str = Field(default="", description="a model folder (RelevanceModel.save's layout, e.g. "
                                  "another home's registered seed model) to adopt as the seed model instead of "
                                  "training one; '' trains it on the seed judgments")

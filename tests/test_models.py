@@ -304,3 +304,22 @@ def test_the_packaged_minilm_backbone_scores_pairs():
     probs = Scorer(model, tokenizer).predict_proba(["red running shoes", "lamp"],
                                                    ["Red running shoes for women", "A steel kitchen knife"])
     assert probs.shape == (2, 4) and np.allclose(probs.sum(1), 1.0)
+
+
+def headline_rows(evolving: float, static: float) -> pd.DataFrame:
+    """An evaluation table with just the overall NDCG@1 of each test set."""
+    return pd.DataFrame({"test_set": ["evolving", "static"], "slice_type": "overall", "slice": "all",
+                         "metric": "ndcg@1", "value": [evolving, static]})
+
+
+def test_promotion_guards_the_static_set_against_the_champion_and_the_seed_model():
+    from models.evaluation import promotion_decision
+
+    seed, champion = headline_rows(88.0, 95.0), headline_rows(90.0, 94.6)
+    assert promotion_decision(headline_rows(92.0, 94.6), champion, 0.5, seed).promote
+    assert not promotion_decision(headline_rows(90.0, 95.0), champion, 0.5, seed).promote  # a tie is no gain
+    assert not promotion_decision(headline_rows(92.0, 94.0), champion, 0.5, seed).promote  # -0.6 from the champion
+    # -0.4 from the champion but -0.8 from the seed model: small losses must not add up over iterations
+    creeping = promotion_decision(headline_rows(92.0, 94.2), champion, 0.5, seed)
+    assert not creeping.promote and "seed model" in creeping.reason
+    assert promotion_decision(headline_rows(92.0, 94.2), champion, 0.5).promote  # without a seed model: champion only
