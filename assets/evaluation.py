@@ -122,6 +122,13 @@ def latest_evaluation(store, version: str) -> pd.DataFrame | None:
     return rows if len(rows) else None
 
 
+def decide_promotion(store, registry, challenger: str, champion: str | None, static_margin: float):
+    """The promotion rule on the stored evaluations of the challenger, the champion and the seed model (the
+    blocking check and gold/promotions must decide alike)."""
+    return promotion_decision(latest_evaluation(store, challenger), latest_evaluation(store, champion),
+                              static_margin, latest_evaluation(store, registry.alias_version(SEED_ALIAS)))
+
+
 @asset_check(asset=EVALUATIONS, name=PROMOTION_CHECK, blocking=True,
              description="The challenger is promoted only if evolving-set NDCG@1 improves and the static set does "
                          "not regress beyond the configured margin from the champion nor from the seed model; blocks "
@@ -132,9 +139,7 @@ def challenger_beats_champion(context: AssetCheckExecutionContext, lakehouse: La
     challenger, champion = registry.alias_version(CHALLENGER), registry.alias_version(CHAMPION)
     if challenger is None or challenger == champion:
         return AssetCheckResult(passed=True, metadata={"decision": "nothing to promote", "champion": str(champion)})
-    decision = promotion_decision(latest_evaluation(lakehouse.store, challenger),
-                                  latest_evaluation(lakehouse.store, champion), model_settings.static_margin,
-                                  latest_evaluation(lakehouse.store, registry.alias_version(SEED_ALIAS)))
+    decision = decide_promotion(lakehouse.store, registry, challenger, champion, model_settings.static_margin)
     registry.tag_version(challenger, {"promotion_decision": "promote" if decision.promote else "reject",
                                       "promotion_reason": decision.reason, "compared_with": str(champion)})
     return AssetCheckResult(passed=decision.promote, metadata={
@@ -170,9 +175,7 @@ def promotions(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
         decision = None
         reason = "no challenger: the champion is the newest model"
     else:
-        decision = promotion_decision(latest_evaluation(store, challenger), latest_evaluation(store, champion),
-                                      model_settings.static_margin,
-                                      latest_evaluation(store, registry.alias_version(SEED_ALIAS)))
+        decision = decide_promotion(store, registry, challenger, champion, model_settings.static_margin)
         reason = decision.reason
     promoted = bool(decision and decision.promote)
     if promoted:
