@@ -118,12 +118,10 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
     upstream = {table_name(MINED_SAMPLES): store.version(table_name(MINED_SAMPLES))}
 
     if annotator_settings.strategy == "self-training":
-        from models.inference import Scorer
         from spark_jobs.training import document_texts
 
         registry = mlflow_resource.registry(lakehouse.paths.home)
-        scorer = Scorer.from_folder(registry.model_dir(registry.alias_version(CHAMPION)),
-                                    device=model_settings.device, batch_size=model_settings.eval_batch_size)
+        scorer = model_settings.scorer(registry.model_dir(registry.alias_version(CHAMPION)))
         documents = document_texts(store.read_spark(session, table_name(BRONZE_CATALOG))) \
             .select("doc_id", "language", "doc_text").toPandas()
         predicted = self_training_labels(scorer, mined, documents)

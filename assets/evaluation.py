@@ -18,7 +18,6 @@ from dagster import (
 from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS
 from assets.training import RELEVANCE_MODEL, SEED_ALIAS, SEED_MODEL
 from models.evaluation import evaluate_on_test_sets, markdown_table, promotion_decision
-from models.inference import Scorer
 from serm_dagster.registry import CHALLENGER, CHAMPION
 from serm_dagster.resources import LakehouseResource, MlflowResource, ModelSettings, SparkResource
 from serm_dagster.tables import table_name, write_asset_table
@@ -79,8 +78,7 @@ def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     stale = {v: a for v, a in interest.items() if not evaluated_on(stored[v], digest)}
     tables = []
     for version, aliases in stale.items():
-        scorer = Scorer.from_folder(registry.model_dir(version), device=model_settings.device,
-                                    batch_size=model_settings.eval_batch_size)
+        scorer = model_settings.scorer(registry.model_dir(version))
         table = evaluate_on_test_sets(scorer, pairs).assign(
             model_version=version, aliases=",".join(aliases), dagster_run_id=context.run_id,
             judgments_version=judgments_version, test_pairs_digest=digest)

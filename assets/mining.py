@@ -227,8 +227,7 @@ def mined_samples(context: AssetExecutionContext, spark: SparkResource, lakehous
 
     new_terms = store.lineage(table_name(DRIFT_REPORTS)).get("new_terms", []) \
         if store.exists(table_name(DRIFT_REPORTS)) else []
-    scorer = Scorer.from_folder(registry.model_dir(champion), device=model_settings.device,
-                                batch_size=model_settings.eval_batch_size)
+    scorer = model_settings.scorer(registry.model_dir(champion))
     outcome = mine_window(session, store, scorer, settings, start, end, new_terms)
     result = (outcome.selected.withColumn("iteration", F.lit(iteration)).withColumn("window_start", F.lit(start))
               .withColumn("window_end", F.lit(end)).withColumn("model_version", F.lit(champion)))

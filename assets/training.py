@@ -155,7 +155,7 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
     config = settings.training_config(warm_start=warm_start)
     report = None if adopted else train(model, tokenizer, examples, config, device=settings.device)
     trained = {} if report is None else {
-        "device": report.device, "epochs": len(report.epoch_losses), "train_seconds": round(report.seconds, 1),
+        "device": report.device, "precision": report.precision, "epochs": len(report.epoch_losses), "train_seconds": round(report.seconds, 1),
         "pairs_per_second": round(report.epoch_pairs_per_second[-1], 1),
         "epoch_losses": MetadataValue.json([round(x, 4) for x in report.epoch_losses])}
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +172,7 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
                 "pairs_per_second": report.epoch_pairs_per_second[-1]},
             step_metrics={} if report is None else {"loss": report.step_losses, "epoch_loss": report.epoch_losses},
             tags={"dagster_run_id": context.run_id, "role": role,
-                  "device": "none (adopted)" if report is None else report.device},
+                  "device": "none (adopted)" if report is None else f"{report.device} ({report.precision})"},
         )
     registry.tag_version(version, {"role": role, "training_set": training_set,
                                    "training_set_delta_version": ts_version, "dagster_run_id": context.run_id})

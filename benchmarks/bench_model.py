@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/bench_model.py [--backbone all-MiniLM-L6-v2] [--threads N] [--no-onnx]
 
-Prints scored pairs per second at batch sizes 1, 32 and 256 for sequence lengths 64 and 128 with torch
-and, when ``onnxruntime`` is importable, with the same cross-encoder exported to ONNX; then training
-pairs per second per epoch on a few hundred synthetic pairs. Rates are end to end (tokenization
-included). Every pair is exactly ``seq len`` tokens long (documents are cut by truncation), so the
-numbers do not depend on padding. On a shared machine they move with its load: the load is printed.
+Prints scored pairs per second at batch sizes 1, 32 and 256 for sequence lengths 64 and 128 with torch in
+fp32, with torch under autocast where the hardware has a fast half type (bf16 on AMX/AVX512-BF16 CPUs, see
+``models.inference.autocast_dtype``) and, when ``onnxruntime`` is importable, with the same cross-encoder
+exported to ONNX; then training pairs per second per epoch on a few hundred synthetic pairs, in both
+precisions. Rates are end to end (tokenization included). Every pair is exactly ``seq len`` tokens long
+(documents are cut by truncation), so the numbers do not depend on padding. On a shared machine they move
+with its load: the load is printed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.inference import Scorer, set_cpu_threads
+from models.inference import Scorer, autocast_dtype, set_cpu_threads
 from models.relevance import RelevanceModel
 from models.training import TrainingConfig, train
 
@@ -122,33 +124,50 @@ def main() -> None:
         if onnx is not None:
             check_q, check_d = queries[:6], [d[: 20 + 60 * i] for i, d in enumerate(docs[:6])]  # mixed lengths
             gap = np.abs(onnx.predict_proba(check_q, check_d, 4, 128) -
-                         Scorer(model, tokenizer, batch_size=4, max_length=128).predict_proba(check_q, check_d)).max()
+                         Scorer(model, tokenizer, batch_size=4, max_length=128, mixed_precision=False)
+                         .predict_proba(check_q, check_d)).max()
             print(f"onnxruntime: exported in {time.perf_counter() - started:.1f} s; max |p_onnx - p_torch| = {gap:.1e}")
         else:
             print(f"onnxruntime: skipped: {why_not}")
 
-        print(f"\n{'seq len':>7} {'batch':>6} {'torch pairs/s':>14} {'onnxruntime pairs/s':>20}")
+        amp = autocast_dtype(torch.device(device))
+        amp_name = str(amp).removeprefix("torch.") if amp else "autocast"
+        if amp is not None:
+            def probabilities(mixed: bool) -> np.ndarray:
+                return Scorer(model, tokenizer, device=device, batch_size=32, max_length=128,
+                              mixed_precision=mixed).predict_proba(queries[:64], docs[:64])
+
+            gap = np.abs(probabilities(True) - probabilities(False)).max()
+            print(f"{amp_name} autocast: max |p_{amp_name} - p_fp32| = {gap:.1e}")
+        print(f"\n{'seq len':>7} {'batch':>6} {'torch fp32 pairs/s':>19} {'torch ' + amp_name + ' pairs/s':>20} "
+              f"{'onnxruntime pairs/s':>20}")
         for length in SEQUENCE_LENGTHS:
             for batch in BATCH_SIZES:
                 n = max(batch, args.pairs // 8) if batch == 1 else max(batch, args.pairs)  # batch 1 is slow
                 max_rounds = 2 if batch >= 256 else 1000  # a round of batch 256 takes seconds already
-                scorer = Scorer(model, tokenizer, device=device, batch_size=batch, max_length=length)
-                torch_rate = pairs_per_second(scorer.score, queries[:n], docs[:n], args.min_seconds, max_rounds)
+                rates = {}
+                for mixed in (False, True):
+                    scorer = Scorer(model, tokenizer, device=device, batch_size=batch, max_length=length,
+                                    mixed_precision=mixed)
+                    rates[mixed] = "n/a" if mixed and amp is None else \
+                        f"{pairs_per_second(scorer.score, queries[:n], docs[:n], args.min_seconds, max_rounds):.1f}"
                 onnx_rate = "n/a"
                 if onnx is not None:
                     rate = pairs_per_second(lambda q, d: onnx.predict_proba(q, d, batch, length), queries[:n],
                                             docs[:n], args.min_seconds, max_rounds)
                     onnx_rate = f"{rate:.1f}"
-                print(f"{length:>7} {batch:>6} {torch_rate:14.1f} {onnx_rate:>20}", flush=True)
+                print(f"{length:>7} {batch:>6} {rates[False]:>19} {rates[True]:>20} {onnx_rate:>20}", flush=True)
 
     train_queries, train_docs = synthetic_pairs(args.train_pairs, doc_words=40, seed=1)
     examples = pd.DataFrame({"query": train_queries, "doc_text": train_docs,
                              "label": np.arange(args.train_pairs) % 4})
-    config = TrainingConfig(epochs=2, batch_size=32, max_length=64, progress=False)
-    report = train(model, tokenizer, examples, config, device=device)
-    print(f"\ntraining {args.train_pairs} pairs, batch {config.batch_size}, seq len {config.max_length} "
-          f"(forward + backward + AdamW), device {report.device}: " +
-          ", ".join(f"epoch {i + 1} {rate:.1f} pairs/s" for i, rate in enumerate(report.epoch_pairs_per_second)))
+    print()
+    for mixed in (False, True):
+        config = TrainingConfig(epochs=2, batch_size=32, max_length=64, mixed_precision=mixed, progress=False)
+        report = train(model, tokenizer, examples, config, device=device)
+        print(f"training {args.train_pairs} pairs, batch {config.batch_size}, seq len {config.max_length} "
+              f"(forward + backward + AdamW), device {report.device}, {report.precision}: " +
+              ", ".join(f"epoch {i + 1} {rate:.1f} pairs/s" for i, rate in enumerate(report.epoch_pairs_per_second)))
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from models.relevance import RelevanceModel
-from models.inference import Scorer, cuda_autocast_dtype, disagreement
+from models.inference import Scorer, autocast_dtype, disagreement
 from models.training import TrainingConfig, train
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,16 +21,16 @@ parser.add_argument("--backbone", default="all-MiniLM-L6-v2", help="packaged def
 backbone = parser.parse_args().backbone
 if not torch.cuda.is_available():
     raise SystemExit("no CUDA device: this check is for a machine with a GPU")
-print("device", torch.cuda.get_device_name(), "autocast dtype", cuda_autocast_dtype(), "torch", torch.__version__)
+print("device", torch.cuda.get_device_name(), "autocast dtype", autocast_dtype(torch.device("cuda")), "torch", torch.__version__)
 rng = np.random.default_rng(0)
 words = "red blue green black running shoes sneakers leather jacket lamp desk chair phone case charger cable kids women".split()
 q = [" ".join(rng.choice(words, 3)) for _ in range(2000)]
 d = [" ".join(rng.choice(words, 30)) for _ in range(2000)]
 model, tok = RelevanceModel.from_backbone(backbone, max_length=64)
-cpu = Scorer(model, tok, device="cpu", batch_size=64).predict_proba(q[:256], d[:256])
+cpu = Scorer(model, tok, device="cpu", batch_size=64, mixed_precision=False).predict_proba(q[:256], d[:256])
 gpu_scorer = Scorer(model, tok, device="cuda", batch_size=256)
 gpu = gpu_scorer.predict_proba(q[:256], d[:256])
-print("max |p_cpu - p_gpu| (bf16 autocast):", float(np.abs(cpu - gpu).max()))
+print("max |p_cpu (fp32) - p_gpu (autocast)|:", float(np.abs(cpu - gpu).max()))
 for top in (1, None):
     torch.cuda.synchronize(); t = time.perf_counter()
     probs, samples = gpu_scorer.judge(q, d, k=4, seed=1, top_layers=top)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from models.inference import cuda_autocast_dtype, pick_device, set_cpu_threads
+from models.inference import autocast_dtype, pick_device, set_cpu_threads
 from models.relevance import LABELS, RelevanceModel, freeze_bottom
 
 
@@ -29,7 +29,9 @@ class TrainingConfig:
     max_length: int = 128
     frozen_layers: int = 0  # embeddings + this many bottom encoder layers are not trained (cheaper backward)
     seed: int = 13
-    mixed_precision: bool = True  # used on CUDA only: bf16 where supported, else fp16 with a GradScaler
+    # autocast where the hardware has a fast half type (models.inference.autocast_dtype): bf16 on recent GPUs and
+    # AMX/AVX512-BF16 CPUs, fp16 with a GradScaler on older GPUs; the weights and the optimizer stay fp32
+    mixed_precision: bool = True
     progress: bool = True
 
     def as_params(self) -> dict:
@@ -41,6 +43,7 @@ class TrainingReport:
     device: str
     steps: int
     seconds: float
+    precision: str = "fp32"  # the autocast dtype the forward passes ran in
     step_losses: list[float] = field(default_factory=list)
     epoch_losses: list[float] = field(default_factory=list)  # mean weighted loss per epoch
     epoch_pairs_per_second: list[float] = field(default_factory=list)
@@ -117,13 +120,13 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
     steps_per_epoch = math.ceil(len(queries) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = _linear_warmup_decay(optimizer, int(total_steps * config.warmup_ratio), total_steps)
-    use_amp = config.mixed_precision and target.type == "cuda"
-    amp_dtype = cuda_autocast_dtype() if use_amp else torch.float32
+    amp_dtype = autocast_dtype(target) if config.mixed_precision else None
     # fp16 needs loss scaling against gradient underflow; bf16 has fp32's range and does not
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     shuffler = torch.Generator().manual_seed(config.seed)
 
-    report = TrainingReport(device=str(target), steps=0, seconds=0.0)
+    report = TrainingReport(device=str(target), steps=0, seconds=0.0,
+                            precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32")
     started = time.perf_counter()
     progress = _progress(total_steps, config.progress)
     for epoch in range(config.epochs):
@@ -133,7 +136,7 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
             index = order[start:start + config.batch_size]
             batch = tokenizer([queries[i] for i in index.tolist()], [docs[i] for i in index.tolist()], padding=True,
                               truncation=True, max_length=config.max_length, return_tensors="pt").to(target)
-            with torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext():
+            with torch.autocast(target.type, dtype=amp_dtype) if amp_dtype else nullcontext():
                 logits = model(**batch)
             nll = F.cross_entropy(logits.float(), labels[index].to(target), reduction="none")
             loss = (nll * weights[index].to(target)).mean()
