@@ -78,15 +78,24 @@ class FakeChatServer:
                                   "scenario": scenario, **body})
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        request.in_flight = True
         try:
             self._respond(request, scenario, attempt)
         finally:
-            with self._lock:
+            self._answered(request)
+
+    def _answered(self, request) -> None:
+        # counted before the reply is written: once the client has it, it may send its next request before
+        # this thread runs again, which must not look like one request too many in flight
+        with self._lock:
+            if request.in_flight:
+                request.in_flight = False
                 self.in_flight -= 1
 
     def _respond(self, request, scenario: str, attempt: int) -> None:
         def send(status: int, payload, headers=None):
             raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self._answered(request)
             request.send_response(status)
             for key, value in (headers or {}).items():
                 request.send_header(key, value)
