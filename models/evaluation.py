@@ -53,11 +53,16 @@ class PromotionDecision:
 
 def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, static_margin: float = 0.5,
                        seed: pd.DataFrame | None = None) -> PromotionDecision:
-    """Promote only if evolving-set NDCG@1 improves and static NDCG@1 loses at most ``static_margin`` points,
-    against the champion and against the seed model (``seed``'s evaluation): measured against the champion
-    alone, losses of just under the margin would add up over iterations."""
+    """Promote only if evolving-set NDCG@1 improves on the champion's and static NDCG@1 stays within
+    ``static_margin`` points of the seed model's (``seed``'s evaluation; the champion's when there is none).
+
+    The static set measures what the model knew before the stream drifted, and the seed model is what it
+    knew: anchored there, losses just under the margin cannot add up over iterations. The champion's static
+    score is not the anchor: its gains over the seed model are mostly noise (one of the demo's 143 static
+    queries moves NDCG@1 by up to 0.7 points, more than the margin), and guarding them rejected challengers
+    that were better on the evolving set and still above the seed model on the static one.
+    """
     new_evolving, new_static = headline(challenger, "evolving"), headline(challenger, "static")
-    seed_static = None if seed is None or seed.empty else headline(seed, "static")
     if champion is None or champion.empty:
         return PromotionDecision(True, "no champion yet", new_evolving, None, new_static, None, static_margin)
     old_evolving, old_static = headline(champion, "evolving"), headline(champion, "static")
@@ -67,16 +72,16 @@ def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, 
     if new_evolving <= old_evolving:
         reason = f"evolving NDCG@1 {new_evolving:.2f} does not improve on {old_evolving:.2f}"
         return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
-    if new_static is not None and old_static is not None and new_static < old_static - static_margin:
-        reason = f"static NDCG@1 {new_static:.2f} regresses more than {static_margin} from {old_static:.2f}"
-        return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
-    if new_static is not None and seed_static is not None and new_static < seed_static - static_margin:
-        reason = (f"static NDCG@1 {new_static:.2f} regresses more than {static_margin} from the seed model's "
-                  f"{seed_static:.2f}")
+    seed_static = None if seed is None or seed.empty else headline(seed, "static")
+    anchor, whose = (seed_static, "the seed model's") if seed_static is not None else (old_static, "the champion's")
+    if new_static is not None and anchor is not None and new_static < anchor - static_margin:
+        reason = f"static NDCG@1 {new_static:.2f} is more than {static_margin} below {whose} {anchor:.2f}"
         return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
     reason = f"evolving NDCG@1 {old_evolving:.2f} -> {new_evolving:.2f}"
     if new_static is not None and old_static is not None:
         reason += f", static {old_static:.2f} -> {new_static:.2f}"
+        if seed_static is not None:
+            reason += f" (seed model {seed_static:.2f})"
     return PromotionDecision(True, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
 
 
