@@ -128,8 +128,8 @@ def decide_promotion(store, registry, challenger: str, champion: str | None, sta
 
 
 @asset_check(asset=EVALUATIONS, name=PROMOTION_CHECK, blocking=True,
-             description="The challenger is promoted only if evolving-set NDCG@1 improves and the static set does "
-                         "not regress beyond the configured margin from the champion nor from the seed model; blocks "
+             description="The challenger is promoted only if evolving-set NDCG@1 improves on the champion's and "
+                         "static-set NDCG@1 stays within the configured margin of the seed model's; blocks "
                          "gold/promotions otherwise.")
 def challenger_beats_champion(context: AssetCheckExecutionContext, lakehouse: LakehouseResource,
                               mlflow_resource: MlflowResource, model_settings: ModelSettings) -> AssetCheckResult:

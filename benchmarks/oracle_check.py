@@ -94,17 +94,14 @@ def main() -> None:
     windows = plan_windows(landing_days(paths), args.iterations, args.window_days).windows
     mined = store.read_arrow(table_name(MINED_SAMPLES)).to_pandas() if args.mined else None
 
-    def scorer(model, tokenizer) -> Scorer:
-        return Scorer(model, tokenizer, batch_size=settings.eval_batch_size, mixed_precision=settings.mixed_precision)
-
     def evaluated(model, tokenizer) -> str:
-        table = evaluate_on_test_sets(scorer(model, tokenizer), tests)
+        table = evaluate_on_test_sets(Scorer(model, tokenizer, **settings.scorer_options()), tests)
         return f"evolving NDCG@1 {headline(table, 'evolving'):.2f}, static {headline(table, 'static'):.2f}"
 
     model, tokenizer = RelevanceModel.load(registry.model_dir(seed_version))
     print(f"seed model v{seed_version}: {evaluated(model, tokenizer)}")
     print("evolving NDCG@1 per kind of drift term in the query:")
-    print(ndcg1_by_drift(scorer(model, tokenizer),
+    print(ndcg1_by_drift(Scorer(model, tokenizer, **settings.scorer_options()),
                          tests[tests["test_set"] == "evolving"], manifest).to_string())
 
     config = settings.training_config(progress=False, warm_start=True)

@@ -153,12 +153,15 @@ class ModelSettings(ConfigurableResource):
                               head_lr=self.head_lr, max_length=self.max_length, seed=self.seed,
                               mixed_precision=self.mixed_precision, progress=progress)
 
+    def scorer_options(self) -> dict:
+        """The Scorer arguments these settings decide (device, batch size, precision)."""
+        return {"device": self.device, "batch_size": self.eval_batch_size, "mixed_precision": self.mixed_precision}
+
     def scorer(self, model_dir):
-        """A Scorer for a saved model with these settings (device, batch size, precision)."""
+        """A Scorer for a saved model with these settings."""
         from models.inference import Scorer
 
-        return Scorer.from_folder(model_dir, device=self.device, batch_size=self.eval_batch_size,
-                                  mixed_precision=self.mixed_precision)
+        return Scorer.from_folder(model_dir, **self.scorer_options())
 
     def mix_weights(self):
         from models.mixing import MixWeights
