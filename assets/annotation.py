@@ -5,6 +5,8 @@ over them are the analytics stage (assets/analytics.py).
 """
 
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,6 +16,7 @@ from assets.ingest import BRONZE_CATALOG, BRONZE_GLOSSARY, BRONZE_JUDGMENTS, SIL
 from assets.mining import BEHAVIOUR, MINED_SAMPLES, pair_behaviour
 from assets.training import AGENT_LABELS, CONSENSUS_LABELS
 from models.agents import SqliteVoteCache, annotate, stable_hash
+from models.agents.embedded import default_panel, normalize_query, pairs_to_judge, panel_calibration, panel_knowledge
 from models.metrics import family_of
 from serm_dagster.registry import CHAMPION
 from serm_dagster.resources import (
@@ -41,8 +44,6 @@ def newest_mined_iteration(store) -> int:
 
 def seed_behaviour(session, store) -> pd.DataFrame:
     """Seed judgments with what users did with those pairs in the seed period (for calibration)."""
-    from models.agents.embedded import normalize_query
-
     seed = store.read_arrow(table_name(BRONZE_JUDGMENTS), filters=[("split", "=", "seed")]).to_pandas()
     seed["query"] = seed["query"].map(normalize_query)
     days = pd.to_datetime(seed["ts"].dropna()).dt.date
@@ -55,22 +56,27 @@ def seed_behaviour(session, store) -> pd.DataFrame:
 
 def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSettings, window_start,
                    window_end) -> tuple[list, dict]:
-    """The default judges, calibrated on the seed judgments, knowing what the glossary knew at the window's
-    end and the window's logged queries and clicks (to tell generic modifiers from unknown terms, and to learn
-    new product-type words from what shoppers clicked); and their calibration (for lineage)."""
-    from models.agents.embedded import default_panel, panel_calibration
-
+    """The default judges, learnt on the seed judgments (with the seed period's behaviour), knowing what the
+    glossary knew at the window's end (when there is one) and the window's clicks (to learn new words); and
+    their calibration (for lineage)."""
     glossary = store.read_arrow(table_name(BRONZE_GLOSSARY)).to_pandas() \
         if store.exists(table_name(BRONZE_GLOSSARY)) else None
-    queries = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language", "doc_id", "clicks"],
-                               filters=[("date", ">=", pd.Timestamp(window_start).date()),
-                                        ("date", "<=", pd.Timestamp(window_end).date())]) \
+    impressions = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language", "doc_id", "clicks"],
+                                   filters=[("date", ">=", pd.Timestamp(window_start).date()),
+                                            ("date", "<=", pd.Timestamp(window_end).date())]) \
         .to_pandas().groupby(["query", "language", "doc_id"], as_index=False)["clicks"].sum()
     agents = default_panel(catalog, glossary, seed_behaviour(session, store), as_of=window_end,
-                           agents=settings.embedded_agents, min_behaviour_support=settings.min_behaviour_support,
-                           query_texts=queries, semantic_min_band_accuracy=settings.semantic_min_band_accuracy,
-                           behaviour_min_band_accuracy=settings.behaviour_min_band_accuracy)
+                           impressions=impressions, agents=settings.embedded_agents,
+                           judge_options=settings.judge_options)
     return agents, panel_calibration(agents)
+
+
+def with_retrieved_knowledge(pairs: list, knowledge) -> list:
+    """The pairs with what the catalogue knowledge says of each (the retrieval step an LLM judge's prompt
+    shows); unchanged where there is no knowledge."""
+    if knowledge is None:
+        return pairs
+    return [replace(p, knowledge={**p.knowledge, **knowledge.facts(p)}) for p in pairs]
 
 
 def self_training_labels(scorer, mined: pd.DataFrame, documents: pd.DataFrame) -> pd.DataFrame:
@@ -135,14 +141,15 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
                                   paths_used=1, paths_agreeing=1, stopped_early=False)
         stats, panel = {"pairs": len(mined), "accepted": len(consensus), "new_calls": 0}, {SELF_TRAINING: "model"}
     else:
-        from models.agents.embedded import pairs_to_judge
-
         catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
         agents, panel = embedded_panel(session, store, catalog, annotator_settings, mined["window_start"].min(),
                                        window_end)
-        agents = [*agents, *annotator_settings.llm_panel()]
+        llm_agents = annotator_settings.llm_panel()
+        agents = [*agents, *llm_agents]
         panel = {"calibration": panel, "config_keys": {a.name: a.config_key() for a in agents}}
         to_judge = pairs_to_judge(mined[[*PAIR, *BEHAVIOUR]], catalog, behaviour=mined[[*PAIR, *BEHAVIOUR]])
+        if llm_agents:  # the embedded judges read the knowledge themselves; an LLM reads it in its prompt
+            to_judge = with_retrieved_knowledge(to_judge, panel_knowledge(agents))
         cache = SqliteVoteCache(lakehouse.paths.state / "agent_cache.sqlite")
         result = annotate(to_judge, agents, annotator_settings.agreement(), cache=cache)
         votes, labels, consensus, stats = result.votes, result.agent_labels, result.consensus, result.stats()

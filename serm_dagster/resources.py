@@ -8,6 +8,7 @@ from pathlib import Path
 from dagster import Config, ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from models.agents.embedded import DEFAULT_AGENTS
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
 
@@ -228,18 +229,17 @@ class AnnotatorSettings(ConfigurableResource):
     self_training_min_confidence: float = Field(default=0.5, description="self-training keeps a predicted label "
                                                 "only where the model gives it at least this probability (0 keeps "
                                                 "all); on the demo stream 0.5 keeps 60% of them, 47% right against 42% for all")
-    embedded_agents: list[str] = Field(default=["knowledge", "semantic", "behaviour"],
+    embedded_agents: list[str] = Field(default=list(DEFAULT_AGENTS),
                                        description="the embedded judges on the panel (no LLM needed)")
+    judge_options: dict[str, dict[str, float]] = Field(
+        default={}, description="per embedded judge, its numeric options (models/agents/embedded.py JUDGE_OPTIONS): "
+                                "min_accuracy (the out-of-fold accuracy a vote needs, default 0.8), folds (fold "
+                                "models = reasoning paths, default 3), min_support (behaviour judge)")
     llm_agents: list[LlmAgentConfig] = Field(default=[], description="LLM judges added to the panel")
     n_paths: int = Field(default=3, description="reasoning paths per agent and pair (level 1)")
     early_stop: bool = True
     quorum: float = Field(default=1.0, description="share of voting agents that must agree; 1.0 = unanimity")
     min_voters: int = Field(default=2, description="fewer voting agents than this: the pair is discarded")
-    semantic_min_band_accuracy: float = Field(default=0.5, description="the semantic agent abstains where its "
-                                              "calibrated accuracy on the seed judgments is lower")
-    behaviour_min_band_accuracy: float = Field(default=0.8, description="the same for the behaviour agent")
-    min_behaviour_support: float = Field(default=1.0, description="examined impressions the behaviour agent needs "
-                                         "to judge by click-model attractiveness (a clicked pair is judged by dwell)")
 
     def agreement(self):
         from models.agents import AgreementSettings

@@ -30,22 +30,9 @@ from .base import (
 from .cache import InMemoryVoteCache, SqliteVoteCache, VoteCache
 from .openai_chat import OpenAIChatAgent
 from .prompt import PROMPT_VERSION, build_messages, parse_judgement, sanitize_untrusted
-from .embedded import (
-    BehaviourAgent,
-    BehaviourCalibration,
-    KnowledgeAgent,
-    KnowledgeBase,
-    KnowledgeSettings,
-    SemanticAgent,
-    SemanticCalibration,
-    ThresholdCalibration,
-    calibrate_thresholds,
-    default_panel,
-    fit_behaviour,
-    fit_semantic,
-    pairs_to_judge,
-    panel_calibration,
-)
+from .embedded import DEFAULT_AGENTS, default_panel, pairs_to_judge, panel_calibration, panel_knowledge
+from .knowledge import CatalogKnowledge, KnowledgeSettings
+from .learned import Gate, LearnedJudge, fit_gate, fit_learned
 
 __all__ = [
     "LABELS", "STATUS_ABSTAIN", "STATUS_FAILED", "STATUS_OK", "PROMPT_VERSION",
@@ -55,11 +42,10 @@ __all__ = [
     "agree_across_agents", "annotate", "build_messages", "decide_agent_label", "majority_is_certain",
     "merge_rationales", "parse_judgement", "sanitize_untrusted", "stable_hash", "vote_within_agent",
 ]
-# the embedded judges (plain numpy/pandas; torch only when the default MiniLM encoder is first used)
+# the embedded judges (numpy, pandas, scikit-learn; torch only when the default MiniLM encoder is first used)
 __all__ += [
-    "BehaviourAgent", "BehaviourCalibration", "KnowledgeAgent", "KnowledgeBase", "KnowledgeSettings", "SemanticAgent",
-    "SemanticCalibration", "ThresholdCalibration", "calibrate_thresholds", "default_panel", "fit_behaviour",
-    "fit_semantic", "pairs_to_judge", "panel_calibration",
+    "CatalogKnowledge", "DEFAULT_AGENTS", "Gate", "KnowledgeSettings", "LearnedJudge", "default_panel", "fit_gate",
+    "fit_learned", "pairs_to_judge", "panel_calibration", "panel_knowledge",
 ]
 
 
