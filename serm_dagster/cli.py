@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -31,30 +32,71 @@ def _paths() -> SermPaths:
 
 @app.command()
 def simulate(
-    days: int = typer.Option(14, help="days of stream to write"),
-    queries_per_day: int = typer.Option(2000, help="queries issued per day"),
-    seed: int = typer.Option(7, help="random seed (the stream is deterministic for a seed)"),
-    start_date: str = typer.Option("2026-01-01", help="first day (ISO date)"),
-    drift_strength: float = typer.Option(1.0, help="0 = stationary, 1 = default drift, 2 = strong"),
-    seed_judgments: int = typer.Option(3000, help="judged pairs in the seed (SFT) set"),
-    test_judgments: int = typer.Option(1500, help="judged pairs in each test set (static, evolving)"),
+    days: Optional[int] = typer.Option(None, help="days of stream to write [default: 14]"),
+    queries_per_day: Optional[int] = typer.Option(None, help="queries issued per day [default: 2000; a replay 300]"),
+    seed: Optional[int] = typer.Option(None, help="random seed (the stream is deterministic for a seed) [default: 7]"),
+    start_date: Optional[str] = typer.Option(None, help="first day (ISO date) [default: 2026-01-01]"),
+    drift_strength: Optional[float] = typer.Option(None, help="0 = stationary, 1 = default drift, 2 = strong"),
+    scenario: Optional[str] = typer.Option(None, help="drift scenario and catalogue style: default, none, sudden, "
+                                           "no-category (no category attribute, other attribute names, no glossary)"),
+    seed_judgments: Optional[int] = typer.Option(None, help="judged pairs in the seed (SFT) set [default: 3000]"),
+    test_judgments: Optional[int] = typer.Option(None, help="judged pairs in each test set [default: 1500]"),
+    from_judgments: Optional[Path] = typer.Option(None, "--from-judgments", help="replay this judged set instead: "
+                                                  "an ESCI folder, or judgments files (query, doc_id, language, "
+                                                  "label) with --catalog"),
+    catalog: Optional[Path] = typer.Option(None, help="the catalogue (file or folder) of --from-judgments"),
 ):
-    """Write a drifting multilingual product-search stream into SERM_HOME/landing/."""
-    from serm_dagster.simulator import SimulationConfig
+    """Write a drifting product-search stream into SERM_HOME/landing/: the embedded simulator's, or a replay of a
+    judged set (--from-judgments) as a drifting stream."""
+    given = {"days": days, "queries_per_day": queries_per_day, "seed": seed, "start_date": start_date}
+    simulator_only = {"drift_strength": drift_strength, "scenario": scenario, "seed_judgments": seed_judgments,
+                      "test_judgments": test_judgments}
+    if from_judgments is not None:
+        unused = [f"--{k.replace('_', '-')}" for k, v in simulator_only.items() if v is not None]
+        if unused:
+            raise typer.BadParameter(f"{', '.join(unused)} do not apply to a replay (--from-judgments)")
+        summary = replay_stream(_paths(), from_judgments, catalog, {k: v for k, v in given.items() if v is not None})
+    else:
+        if catalog is not None:
+            raise typer.BadParameter("--catalog goes with --from-judgments")
+        options = {k: v for k, v in {**given, **simulator_only}.items() if v is not None}
+        summary = simulate_stream(_paths(), options)
+    report_stream(summary)
+
+
+def simulate_stream(paths: SermPaths, options: dict) -> dict:
+    """The embedded simulator's stream into ``paths.home``; ``options``: SimulationConfig fields."""
+    from serm_dagster.simulator import SCENARIOS, SimulationConfig
     from serm_dagster.simulator import simulate as run_simulation
 
-    paths = _paths()
-    started = time.perf_counter()
-    summary = run_simulation(paths.home, SimulationConfig(days=days, queries_per_day=queries_per_day, seed=seed,
-                                                          start_date=start_date, drift_strength=drift_strength,
-                                                          seed_judgments=seed_judgments,
-                                                          test_judgments=test_judgments))
-    typer.echo(f"simulated {days} days x {queries_per_day} queries/day into {paths.landing} "
-               f"in {time.perf_counter() - started:.1f}s")
-    rows = summary["counts"]["rows"]
-    typer.echo(f"  log rows {sum(rows['logs'].values())}, catalogue {rows['catalog']}, "
-               f"judgments seed {rows['seed_judgments']} / test {rows['test_judgments']}, glossary {rows['glossary']}")
-    typer.echo(f"  seed period {'..'.join(summary['seed_period'])}, evolving window {'..'.join(summary['evolving_window'])}")
+    if options.get("scenario", "default") not in SCENARIOS:
+        raise typer.BadParameter(f"unknown scenario {options['scenario']!r}; known: {', '.join(sorted(SCENARIOS))}")
+    return run_simulation(paths.home, SimulationConfig(**options))
+
+
+def replay_stream(paths: SermPaths, judgments: Path, catalog: Optional[Path], options: dict) -> dict:
+    """A judged set replayed as a drifting stream into ``paths.home``; ``options``: ReplayConfig fields."""
+    from serm_dagster.simulator.judged import load_judged_set
+    from serm_dagster.simulator.replay import ReplayConfig, replay
+
+    try:
+        judged = load_judged_set(judgments, catalog)
+        config = ReplayConfig(**options).validate()
+    except ValueError as exc:  # a judged set that breaks the contract, or a config that cannot work
+        raise typer.BadParameter(str(exc)) from exc
+    return replay(paths.home, judged, config)
+
+
+def report_stream(summary: dict, echo=typer.echo) -> None:
+    rows, counts = summary["counts"]["rows"], summary["counts"]
+    echo(f"wrote {len(summary['days'])} days, {counts['queries']} queries into {Path(summary['home']) / 'landing'} "
+         f"in {summary['elapsed_s']:.1f}s")
+    echo(f"  log rows {sum(rows['logs'].values())}, catalogue {rows['catalog']}, "
+         f"judgments seed {rows['seed_judgments']} / test {rows['test_judgments']}, glossary {rows['glossary']}")
+    if "judgment_queries" in counts:
+        echo("  judged queries " + ", ".join(f"{k} {v}" for k, v in counts["judgment_queries"].items())
+             + "; pairs " + ", ".join(f"{k} {v}" for k, v in counts["judgments"].items()))
+    echo(f"  seed period {'..'.join(summary['seed_period'])}, evolving window {'..'.join(summary['evolving_window'])}")
 
 
 def _contiguous(days: list[str]) -> list[tuple[str, str]]:
@@ -295,7 +337,7 @@ def demo(
 
     started = time.perf_counter()
     paths = _paths()
-    simulate(seed=seed, start_date="2026-01-01", drift_strength=1.0, **DEMO_STREAM)
+    report_stream(simulate_stream(paths, {"seed": seed, "start_date": "2026-01-01", "drift_strength": 1.0, **DEMO_STREAM}))
     typer.echo("\nthe comparison: the seed model first, then the SERM arm (here) and the self-training arm "
                "(in SERM_HOME/compare/) side by side ...")
     compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2)

@@ -335,3 +335,28 @@ def test_slang_comes_with_a_trend_in_its_product_type():
     assert drift.trend_multiplier(language, "lamp", config.days - 1) == 1.0  # no slang, no trend
     calm = DriftSchedule(SimulationConfig(days=14, seed=7, scenario="none"))
     assert calm.trend_multiplier(language, category, config.days - 1) == 1.0
+
+
+def test_no_category_scenario_shows_another_catalogue_and_no_glossary(drifting, tmp_path):
+    home, _ = drifting
+    other = tmp_path / "no-category"
+    (other / "landing" / "knowledge").mkdir(parents=True)  # an earlier stream's glossary goes away
+    (other / "landing" / "knowledge" / "glossary.parquet").write_bytes(
+        (home / "landing" / "knowledge" / "glossary.parquet").read_bytes())
+    summary = simulate(other, SimulationConfig(**SMALL, scenario="no-category"))
+    assert not (other / "landing" / "knowledge").exists() and summary["counts"]["rows"]["glossary"] == 0
+    assert load_manifest(other)["catalog_style"] == "no-category"
+    ours = pd.read_parquet(home / "landing" / "catalog" / "catalog.parquet")
+    theirs = pd.read_parquet(other / "landing" / "catalog" / "catalog.parquet")
+    keys = set().union(*theirs["attributes"].map(lambda s: set(json.loads(s))))
+    assert keys == {"maker", "shade", "fabric", "fit", "for", "available_from"}
+    assert theirs["attributes"].map(lambda s: "maker" in json.loads(s)).mean() > 0.9
+    renamed = {"brand": "maker", "colour": "shade", "material": "fabric", "size": "fit", "audience": "for"}
+    expected = ours["attributes"].map(lambda s: {renamed.get(k, k): v for k, v in json.loads(s).items()
+                                                 if k not in ("category", "department")})
+    assert (theirs["attributes"].map(json.loads) == expected).all()
+    # only what the catalogue shows changes: texts, logs, labels and judgments are the default scenario's
+    assert theirs[["doc_id", "title", "description"]].equals(ours[["doc_id", "title", "description"]])
+    for name in ("simulator/truth/truth.parquet", "landing/judgments/seed.parquet", "landing/judgments/test.parquet",
+                 "landing/logs/logs-2026-01-03.parquet"):
+        assert (other / name).read_bytes() == (home / name).read_bytes(), name

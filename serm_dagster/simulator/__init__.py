@@ -8,6 +8,10 @@
 - ``landing/knowledge/glossary.parquet``    taxonomy / synonyms, lagging the stream
 - ``simulator/truth/truth.parquet``         hidden true label of every logged pair
 - ``simulator/manifest.json``               config, windows, drift events, counts, statistics
+
+The scenario ``no-category`` shows the same stream through another catalogue style (no category,
+other attribute names, no glossary). ``replay.replay(home, judged.load_judged_set(...))`` writes a
+judged set (ESCI, or any catalogue + judgments) as a drifting stream into the same files.
 """
 
 import json

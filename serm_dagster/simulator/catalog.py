@@ -271,4 +271,4 @@ def _attributes_json(i, r, config, categories, brands, colours, sizes, materials
                          "audience": audiences}[attr][v]
     if p_avail[i] > 0:
         out["available_from"] = config.day_str(int(p_avail[i]))
-    return json.dumps(out, ensure_ascii=False)
+    return json.dumps(config.catalog_style.present(out), ensure_ascii=False)

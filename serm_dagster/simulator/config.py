@@ -40,6 +40,9 @@ class SimulationConfig:
             raise ValueError("drift_strength must be >= 0")
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; known: {sorted(SCENARIOS)}")
+        if SCENARIOS[self.scenario].catalog_style not in CATALOG_STYLES:
+            raise ValueError(f"scenario {self.scenario!r} names an unknown catalogue style "
+                             f"{SCENARIOS[self.scenario].catalog_style!r}; known: {sorted(CATALOG_STYLES)}")
         if not 0.0 <= self.glossary_never_fraction <= 1.0:
             raise ValueError("glossary_never_fraction must be within [0, 1]")
         if self.seed_days < 1 or self.evolving_window_days < 1:
@@ -63,13 +66,44 @@ class SimulationConfig:
     def effective_strength(self) -> float:
         return float(self.drift_strength) * SCENARIOS[self.scenario].strength_multiplier
 
+    @property
+    def catalog_style(self) -> "CatalogStyle":
+        return CATALOG_STYLES[SCENARIOS[self.scenario].catalog_style]
+
+
+@dataclass(frozen=True)
+class CatalogStyle:
+    """How the catalogue shows a product's structured attributes. Labels and truth never change with it:
+    only what the catalogue (and the glossary) tell the pipeline does."""
+
+    name: str
+    renamed: tuple[tuple[str, str], ...] = ()   # (our attribute name, the name this catalogue uses)
+    dropped: tuple[str, ...] = ()               # attributes this catalogue does not have
+    glossary: bool = True                       # whether landing/knowledge/glossary.parquet is written
+
+    def present(self, attributes: dict) -> dict:
+        """``attributes`` (our names) as this catalogue shows them."""
+        names = dict(self.renamed)
+        return {names.get(k, k): v for k, v in attributes.items() if k not in self.dropped}
+
+
+CATALOG_STYLES: dict[str, CatalogStyle] = {style.name: style for style in (
+    CatalogStyle("standard"),
+    # a shop whose catalogue has no product taxonomy, its own attribute names and no glossary
+    CatalogStyle("no-category", renamed=(("brand", "maker"), ("colour", "shade"), ("material", "fabric"),
+                                         ("size", "fit"), ("audience", "for")),
+                 dropped=("category", "department"), glossary=False),
+)}
+
 
 @dataclass(frozen=True)
 class DriftScenario:
-    """How the stream drifts. Intensities are multiplied by the effective drift strength."""
+    """How the stream drifts (intensities are multiplied by the effective drift strength) and which
+    catalogue style it shows (a key of CATALOG_STYLES)."""
 
     name: str
     description: str
+    catalog_style: str = "standard"
     strength_multiplier: float = 1.0    # 0 turns every drift off
     new_brands: int = len(vocab.NEW_BRANDS)   # brands launched mid-stream
     new_types: int = len(vocab.NEW_TYPES)     # product types launched mid-stream
@@ -101,3 +135,7 @@ register_scenario(DriftScenario("none", "stationary stream (same as drift_streng
 register_scenario(DriftScenario(
     "sudden", "a trend burst: every launch and slang term arrives on one mid-stream day and "
     "ramps up within a day", burst=True, ramp_days=1.0, demand_boost=3.0))
+register_scenario(DriftScenario(
+    "no-category", "the default drift, shown by a catalogue unlike ours: no category or department "
+    "attribute, the other attributes under other names (maker, shade, fabric, fit, for), no glossary",
+    catalog_style="no-category"))

@@ -39,9 +39,28 @@ TRUTH_SCHEMA = pa.schema([("query", pa.string()), ("language", pa.string()),
                           ("first_seen", pa.string())])
 BASE_GLOSSARY_AGE_DAYS = 180      # the base taxonomy predates the stream
 GLOSSARY_SYNONYM_COVERAGE = 0.9   # share of plain synonyms the glossary has
+GLOSSARY_FILE = "glossary.parquet"
 
 
-def _write(df: pd.DataFrame, schema: pa.Schema, path: Path) -> int:
+def remove_glossary(landing: Path) -> None:
+    """Remove the glossary an earlier simulation wrote into ``landing`` (and its folder, if left empty)."""
+    folder = landing / "knowledge"
+    (folder / GLOSSARY_FILE).unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def clear_logs(landing: Path) -> Path:
+    """The logs folder of ``landing``, emptied of the day files an earlier simulation wrote."""
+    logs_dir = landing / "logs"
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    for old in sorted(logs_dir.glob("logs-*.parquet")):
+        old.unlink()
+    return logs_dir
+
+
+def write_parquet(df: pd.DataFrame, schema: pa.Schema, path: Path) -> int:
+    """Write ``df``'s columns of ``schema`` to ``path`` (byte-identical for identical input); returns its rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     table = table.replace_schema_metadata(None)
@@ -75,20 +94,17 @@ def simulate(home: str | Path, config: SimulationConfig = SimulationConfig()) ->
         "language": [vocab.LANGUAGES[i] for i in catalog.d_lang],
         "title": catalog.titles, "description": catalog.descriptions,
         "attributes": catalog.attributes})
-    rows = {"catalog": _write(cat_df, CATALOG_SCHEMA, landing / "catalog" / "catalog.parquet")}
+    rows = {"catalog": write_parquet(cat_df, CATALOG_SCHEMA, landing / "catalog" / "catalog.parquet")}
 
     # ---- logs
-    logs_dir = landing / "logs"
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    for old in sorted(logs_dir.glob("logs-*.parquet")):
-        old.unlink()
+    logs_dir = clear_logs(landing)
     frames = []
     rows["logs"] = {}
     for d in range(config.days):
         out = simulate_day(d, config, catalog, drift, indexes)
         df = pd.DataFrame(out)
         df["day"] = d
-        rows["logs"][days[d]] = _write(df, LOG_SCHEMA, logs_dir / f"logs-{days[d]}.parquet")
+        rows["logs"][days[d]] = write_parquet(df, LOG_SCHEMA, logs_dir / f"logs-{days[d]}.parquet")
         frames.append(df)
     t_stream = time.perf_counter()
     imp = pd.concat(frames, ignore_index=True)
@@ -100,7 +116,7 @@ def simulate(home: str | Path, config: SimulationConfig = SimulationConfig()) ->
     truth = pd.DataFrame({"query": first["query"], "language": first["language"],
                           "doc_id": first["doc_id"], "label": first["label"],
                           "first_seen": [days[d] for d in first["day"]]})
-    rows["truth"] = _write(truth, TRUTH_SCHEMA, sim_dir / "truth" / "truth.parquet")
+    rows["truth"] = write_parquet(truth, TRUTH_SCHEMA, sim_dir / "truth" / "truth.parquet")
 
     # ---- judgments
     seed_last = min(config.seed_days, config.days) - 1
@@ -117,14 +133,17 @@ def simulate(home: str | Path, config: SimulationConfig = SimulationConfig()) ->
     static["split"], static["test_set"] = "test", "static"
     evolving["split"], evolving["test_set"] = "test", "evolving"
     jdir = landing / "judgments"
-    rows["seed_judgments"] = _write(seed, JUDGMENT_SCHEMA, jdir / "seed.parquet")
-    rows["test_judgments"] = _write(pd.concat([static, evolving], ignore_index=True),
+    rows["seed_judgments"] = write_parquet(seed, JUDGMENT_SCHEMA, jdir / "seed.parquet")
+    rows["test_judgments"] = write_parquet(pd.concat([static, evolving], ignore_index=True),
                                     JUDGMENT_SCHEMA, jdir / "test.parquet")
 
-    # ---- glossary
-    glossary = build_glossary(config, drift, catalog)
-    rows["glossary"] = _write(glossary, GLOSSARY_SCHEMA,
-                              landing / "knowledge" / "glossary.parquet")
+    # ---- glossary (a catalogue style may come without one)
+    glossary_path = landing / "knowledge" / GLOSSARY_FILE
+    if config.catalog_style.glossary:
+        rows["glossary"] = write_parquet(build_glossary(config, drift, catalog), GLOSSARY_SCHEMA, glossary_path)
+    else:
+        remove_glossary(landing)
+        rows["glossary"] = 0
 
     # ---- statistics + manifest
     stats = _stats(imp, catalog, drift, config)
@@ -154,6 +173,7 @@ def simulate(home: str | Path, config: SimulationConfig = SimulationConfig()) ->
         "generator": "serm_dagster.simulator",
         "config": asdict(config),
         "effective_drift_strength": config.effective_strength,
+        "catalog_style": config.catalog_style.name,
         "days": days,
         **windows,
         "languages": list(vocab.LANGUAGES),
