@@ -230,6 +230,9 @@ class AnnotatorSettings(ConfigurableResource):
                                                 "all); on the demo stream 0.5 keeps 60% of them, 47% right against 42% for all")
     embedded_agents: list[str] = Field(default=["knowledge", "semantic", "behaviour"],
                                        description="the embedded judges on the panel (no LLM needed)")
+    judge_options: dict[str, dict[str, float]] = Field(default={}, description="per embedded judge (a name in "
+                                                       "embedded_agents), its numeric options, passed to that "
+                                                       "judge (a panel file's `- embedded: NAME` keys)")
     llm_agents: list[LlmAgentConfig] = Field(default=[], description="LLM judges added to the panel")
     n_paths: int = Field(default=3, description="reasoning paths per agent and pair (level 1)")
     early_stop: bool = True
