@@ -36,7 +36,6 @@ from serm_dagster.settings import SermPaths
 PANEL_ENV = "SERM_PANEL"
 PANEL_FILE = "panel.yaml"
 TOP_KEYS = ("judges", "agreement")
-AGREEMENT_KEYS = ("n_paths", "early_stop", "quorum", "min_voters")
 LLM_KEYS = tuple(LlmAgentConfig.model_fields)
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 OPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -67,6 +66,7 @@ AGREEMENT_RULES = {
                "that must agree (1.0 = unanimity)"),
     "min_voters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
 }
+AGREEMENT_KEYS = tuple(AGREEMENT_RULES)  # AnnotatorSettings' agreement fields a panel file may set
 
 
 def _shown(value) -> str:
