@@ -6,11 +6,14 @@ import os
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from serm_dagster.settings import SermPaths
+
+if TYPE_CHECKING:
+    from serm_dagster.panel import Panel
 
 app = typer.Typer(help="SERM Lakehouse: a self-evolving relevance model on Dagster, Spark and Delta.",
                   no_args_is_help=True, add_completion=False)
@@ -180,7 +183,7 @@ def materialize_selection(paths: SermPaths, selection: list[str], echo=typer.ech
 
     from serm_dagster.definitions import all_assets, all_checks, default_resources
 
-    resources = {**default_resources(), "lakehouse": _lakehouse(paths)}
+    resources = default_resources(paths.home)
     result = materialize([*all_assets, *all_checks], resources=resources, instance=DagsterInstance.get(),
                          selection=[AssetKey.from_user_string(s) for s in selection], raise_on_error=False,
                          run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
@@ -191,12 +194,6 @@ def materialize_selection(paths: SermPaths, selection: list[str], echo=typer.ech
     if not result.success:
         raise typer.Exit(f"run {result.run_id} failed; see the Dagster UI or its event log")
     return result
-
-
-def _lakehouse(paths: SermPaths):
-    from serm_dagster.resources import LakehouseResource
-
-    return LakehouseResource(home=str(paths.home))
 
 
 def print_evaluation(paths: SermPaths, echo=typer.echo) -> None:
@@ -252,6 +249,23 @@ def tables():
                        f"run {str(lineage.get('dagster_run_id'))[:8]}{span}")
 
 
+PANEL_HELP = ("the judge panel file (YAML; see README, 'Configuring the judge panel'); default: SERM_PANEL, "
+              "else SERM_HOME/panel.yaml if it exists, else the built-in panel")
+
+
+def choose_judges(panel: str | None, paths: SermPaths) -> Panel:
+    """The panel ``--panel`` names (or SERM_PANEL's, or SERM_HOME/panel.yaml), said on the terminal; a file
+    that cannot be used is a bad ``--panel`` with every problem listed."""
+    from serm_dagster.panel import PanelError, choose_panel
+
+    try:
+        chosen = choose_panel(panel, paths.home)
+    except PanelError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--panel") from exc
+    typer.echo(f"judge panel: {chosen.path or 'built-in defaults'}")
+    return chosen
+
+
 @app.command()
 def evolve(
     iterations: int = typer.Option(3, help="iterations, one per window, over the newest windows of landing/"),
@@ -261,6 +275,7 @@ def evolve(
                                       "each arm in SERM_HOME/compare/, and materialize gold/evolution_report"),
     seeds: str = typer.Option("13", help="comma-separated training seeds for --compare (the spread)"),
     workers: int = typer.Option(2, help="arms of --compare run at once, each in its own process"),
+    panel: Optional[str] = typer.Option(None, help=PANEL_HELP),
 ):
     """Run the self-evolution loop (resuming where it stopped), or the comparison of arms."""
     from serm_dagster.evolution import STRATEGY_OF_ARM, compare
@@ -269,14 +284,15 @@ def evolve(
     if strategy not in STRATEGY_OF_ARM:
         raise typer.BadParameter(f"strategy must be one of {sorted(STRATEGY_OF_ARM)}")
     paths = _paths()
+    chosen = choose_judges(panel, paths)
     started = time.perf_counter()
     if compare_arms:
         compare(paths, iterations, tuple(int(s) for s in seeds.split(",") if s.strip()), window_days, typer.echo,
-                workers=workers)
+                workers=workers, panel=chosen)
         materialize_selection(paths, ["gold/evolution_report"])
         report()
     else:
-        run_evolution(paths, iterations, STRATEGY_OF_ARM[strategy], window_days, typer.echo)
+        run_evolution(paths, iterations, STRATEGY_OF_ARM[strategy], window_days, typer.echo, chosen)
     typer.echo(f"\nevolved in {time.perf_counter() - started:.0f}s")
 
 
@@ -330,6 +346,7 @@ def demo(
     iterations: int = typer.Option(3, help="iterations per arm (one per 3-day window)"),
     training_seed: int = typer.Option(13, help="training seed of both arms (`serm evolve --compare --seeds` for "
                                       "the spread over several)"),
+    panel: Optional[str] = typer.Option(None, help=PANEL_HELP),
 ):
     """The main job on the embedded default data: simulate a drifting stream, run SERM iterations over its
     newest windows and the comparison with the frozen seed model and self-training, print the report."""
@@ -337,10 +354,11 @@ def demo(
 
     started = time.perf_counter()
     paths = _paths()
+    chosen = choose_judges(panel, paths)
     report_stream(simulate_stream(paths, {"seed": seed, "start_date": "2026-01-01", "drift_strength": 1.0, **DEMO_STREAM}))
     typer.echo("\nthe comparison: the seed model first, then the SERM arm (here) and the self-training arm "
                "(in SERM_HOME/compare/) side by side ...")
-    compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2)
+    compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2, panel=chosen)
     materialize_selection(paths, ["gold/evolution_report"])
     typer.echo("")
     report(family=False)

@@ -1,5 +1,7 @@
 """The one Definitions object: what `dagster dev` (via workspace.yaml) and the CLI load."""
 
+import os
+
 from dagster import Definitions
 
 from assets.analytics import analytics_assets
@@ -11,8 +13,8 @@ from assets.mining import mining_assets
 from assets.training import training_assets, training_checks
 from serm_dagster.checks import table_checks
 from serm_dagster.jobs import all_jobs
+from serm_dagster.panel import Panel, choose_panel
 from serm_dagster.resources import (
-    AnnotatorSettings,
     LakehouseResource,
     MiningSettings,
     MlflowResource,
@@ -20,6 +22,7 @@ from serm_dagster.resources import (
     SparkResource,
 )
 from serm_dagster.sensors import landing_sensor, rejected_challenger_sensor, retraining_sensor, two_weekly_iteration
+from serm_dagster.settings import SermPaths
 
 all_assets = [*ingest_assets, *mining_assets, *annotation_assets, *training_assets, *evaluation_assets,
               *iteration_assets, *analytics_assets]
@@ -32,10 +35,15 @@ def asset_keys(assets_defs) -> list:
     return keys
 
 
-def default_resources() -> dict:
-    return {"spark": SparkResource(), "lakehouse": LakehouseResource(), "mlflow_resource": MlflowResource(),
-            "model_settings": ModelSettings(), "mining_settings": MiningSettings(),
-            "annotator_settings": AnnotatorSettings()}
+def default_resources(home: str | os.PathLike | None = None, panel: Panel | None = None,
+                      strategy: str = "agents") -> dict:
+    """Every resource, as the sensors, schedules, UI runs and the command line use them: the data folder
+    ``home`` (default ``SERM_HOME``), the judge panel ``panel`` (default ``choose_panel``: ``SERM_PANEL``,
+    else ``<home>/panel.yaml``, else AnnotatorSettings' defaults) with the annotator ``strategy``."""
+    panel = panel or choose_panel(home=home)
+    return {"spark": SparkResource(), "lakehouse": LakehouseResource(home=str(SermPaths.from_env(home).home)),
+            "mlflow_resource": MlflowResource(), "model_settings": ModelSettings(), "mining_settings": MiningSettings(),
+            "annotator_settings": panel.settings(strategy)}
 
 
 all_checks = [*table_checks(asset_keys(all_assets)), *training_checks, *evaluation_checks]

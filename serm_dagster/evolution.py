@@ -23,6 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
+from serm_dagster.panel import Panel, choose_panel, panel_tags
 from serm_dagster.settings import SermPaths
 
 ARMS = ("seed", "self-training", "serm")
@@ -59,13 +60,12 @@ def landing_days(paths: SermPaths) -> list[str]:
     return sorted({d for path, entry in index.items() for d in [*entry["days"], home_day(path, entry)]})
 
 
-def resources_for(paths: SermPaths, strategy: str = "agents", **overrides) -> dict:
-    """The Definitions' resources pointed at ``paths``, with the annotator strategy and any overrides."""
+def resources_for(paths: SermPaths, strategy: str = "agents", panel: Panel | None = None, **overrides) -> dict:
+    """The Definitions' resources pointed at ``paths``, with the judge panel (default: the one
+    ``choose_panel`` finds for ``paths``), the annotator strategy and any overrides."""
     from serm_dagster.definitions import default_resources
-    from serm_dagster.resources import AnnotatorSettings, LakehouseResource
 
-    return {**default_resources(), "lakehouse": LakehouseResource(home=str(paths.home)),
-            "annotator_settings": AnnotatorSettings(strategy=strategy), **overrides}
+    return {**default_resources(paths.home, panel, strategy), **overrides}
 
 
 def _materialize(selection, resources: dict, tags: dict, after_rejection: list[str] | None = None):
@@ -106,9 +106,11 @@ def completed_iterations(paths: SermPaths) -> int:
 
 
 def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
-            echo: Callable[[str], None] = print, **resource_overrides) -> tuple[EvolutionPlan, dict, dict]:
+            echo: Callable[[str], None] = print, panel: Panel | None = None,
+            **resource_overrides) -> tuple[EvolutionPlan, dict, dict]:
     """The windows, resources and run tags of an evolution in ``paths``, with its seed model trained (or
-    adopted, see ``ModelSettings.seed_model_from``) on the history before the first window if it has none."""
+    adopted, see ``ModelSettings.seed_model_from``) on the history before the first window if it has none.
+    The panel (default: ``choose_panel`` for ``paths``) is in the run tags, its file kept under state/."""
     from serm_dagster.cli import ingest_landing
     from serm_dagster.jobs import seed_model_job
     from serm_dagster.registry import CHAMPION, Registry
@@ -118,8 +120,9 @@ def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", win
     if mining.window_days != window_days:
         raise ValueError(f"mining_settings.window_days={mining.window_days} but the windows are {window_days} days")
     plan = plan_windows(landing_days(paths), iterations, window_days)
-    resources = resources_for(paths, strategy, mining_settings=mining, **resource_overrides)
-    tags = {"serm/strategy": strategy, "serm/trigger": "serm evolve"}
+    panel = panel or choose_panel(home=paths.home)
+    resources = resources_for(paths, strategy, panel, mining_settings=mining, **resource_overrides)
+    tags = {"serm/strategy": strategy, "serm/trigger": "serm evolve", **panel_tags(panel, strategy, paths)}
     if Registry.under(paths.home).alias_version(CHAMPION) is None:
         started = time.perf_counter()
         ingest_landing(paths, plan.before, echo=lambda *_: None)
@@ -131,7 +134,7 @@ def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", win
 
 
 def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
-           echo: Callable[[str], None] = print, **resource_overrides) -> pd.DataFrame:
+           echo: Callable[[str], None] = print, panel: Panel | None = None, **resource_overrides) -> pd.DataFrame:
     """Run (or resume) ``iterations`` SERM iterations over the newest windows of ``landing/``.
 
     Idempotent: days already ingested are replaced by the same rows, the seed model is trained once,
@@ -141,7 +144,7 @@ def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", wind
     from serm_dagster.jobs import iteration_job
     from serm_dagster.storage import DeltaStore
 
-    plan, resources, tags = prepare(paths, iterations, strategy, window_days, echo, **resource_overrides)
+    plan, resources, tags = prepare(paths, iterations, strategy, window_days, echo, panel, **resource_overrides)
     done = completed_iterations(paths)
     for number, window in enumerate(plan.windows, start=1):
         if number <= done:
@@ -175,13 +178,15 @@ def arm_paths(paths: SermPaths, arm: str, seed: int, seeds: tuple[int, ...]) -> 
 
 
 def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,), window_days: int = 3,
-            echo: Callable[[str], None] = print, workers: int = 1, **resource_overrides) -> pd.DataFrame:
+            echo: Callable[[str], None] = print, workers: int = 1, panel: Panel | None = None,
+            **resource_overrides) -> pd.DataFrame:
     """Run the evolving arms for each training seed (resuming arms already run); returns every arm's
     champion metrics per iteration (the rows of ``gold/evolution_report``).
 
     Both arms of a seed start from one seed model: the SERM arm trains it, the self-training arm adopts
     it. ``workers > 1`` then runs that many arms at once, each in its own process with its share of the
-    CPU threads (the arms write to separate folders; their Dagster runs share one instance)."""
+    CPU threads (the arms write to separate folders; their Dagster runs share one instance). ``panel``
+    (default: ``choose_panel`` for ``paths``) is the SERM arm's; the self-training arm has no judges."""
     from assets.training import SEED_ALIAS
     from serm_dagster.registry import Registry
     from serm_dagster.resources import ModelSettings
@@ -190,19 +195,20 @@ def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,
     seeds_file.parent.mkdir(parents=True, exist_ok=True)
     seeds_file.write_text(json.dumps(list(seeds)))
     base = resource_overrides.pop("model_settings", None) or ModelSettings()
+    panel = panel or choose_panel(home=paths.home)
     arms = []
     for seed in seeds:
         serm_home = arm_paths(paths, "serm", seed, seeds)
         trained = _with(base, seed=seed)
         prepare(serm_home, iterations, STRATEGY_OF_ARM["serm"], window_days,
-                lambda message, seed=seed: echo(f"[seed {seed}] {message}"),
+                lambda message, seed=seed: echo(f"[seed {seed}] {message}"), panel,
                 **{**resource_overrides, "model_settings": trained})
         registry = Registry.under(serm_home.home)
         adopted = _with(trained, seed_model_from=str(registry.model_dir(registry.alias_version(SEED_ALIAS))))
         arms += [(seed, "serm", serm_home, trained), (seed, "self-training",
                                                      arm_paths(paths, "self-training", seed, seeds), adopted)]
     # resources travel to an arm's process as (class, fields): Dagster resources do not pickle
-    jobs = [(f"[seed {seed} {arm}]", str(home.home), iterations, STRATEGY_OF_ARM[arm], window_days,
+    jobs = [(f"[seed {seed} {arm}]", str(home.home), iterations, STRATEGY_OF_ARM[arm], window_days, panel,
              {name: (type(r), r.model_dump()) for name, r in {**resource_overrides, "model_settings": settings}.items()})
             for seed, arm, home, settings in arms]
     if workers <= 1:
@@ -237,10 +243,11 @@ def _arm_process(threads: int) -> None:
     os.environ["SERM_TORCH_THREADS"] = str(threads)  # more threads than cores slows every operator down
 
 
-def _run_arm(prefix: str, home: str, iterations: int, strategy: str, window_days: int, resources: dict,
-             echo: Callable[[str], None] = _say) -> None:
+def _run_arm(prefix: str, home: str, iterations: int, strategy: str, window_days: int, panel: Panel,
+             resources: dict, echo: Callable[[str], None] = _say) -> None:
     evolve(SermPaths.from_env(Path(home)).ensure(), iterations, strategy, window_days,
-           lambda message: echo(f"{prefix} {message}"), **{name: cls(**fields) for name, (cls, fields) in resources.items()})
+           lambda message: echo(f"{prefix} {message}"), panel,
+           **{name: cls(**fields) for name, (cls, fields) in resources.items()})
 
 
 def compared_seeds(paths: SermPaths) -> tuple[int, ...]:

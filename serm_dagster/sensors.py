@@ -23,8 +23,10 @@ from dagster import (
 from assets.evaluation import PROMOTION_CHECK
 from assets.mining import annotated_iterations
 from serm_dagster.jobs import ingest_daily_job, ingest_reference_job, iteration_job, record_iteration_job, retrain_job
+from serm_dagster.panel import choose_panel, panel_tags
 from serm_dagster.partitions import daily_partitions
 from serm_dagster.resources import LakehouseResource, MlflowResource
+from serm_dagster.settings import SermPaths
 from spark_jobs.ingest import home_day, landing_index
 from spark_jobs.landing import LandingFileError, file_fingerprints
 
@@ -133,7 +135,9 @@ def retraining_sensor(context: SensorEvaluationContext, lakehouse: LakehouseReso
         if labels_key is None:
             return SkipReason(f"{reason}; {labels_reason}")
         run_key, reason = labels_key, labels_reason
-    return RunRequest(run_key=run_key, tags={"serm/reason": reason, "serm/trigger": "sensor"})
+    panel = choose_panel(home=lakehouse.paths.home)  # what the run's annotator_settings resolve to
+    return RunRequest(run_key=run_key, tags={"serm/reason": reason, "serm/trigger": "sensor",
+                                             **panel_tags(panel, "agents", lakehouse.paths)})
 
 
 @schedule(job=iteration_job, cron_schedule="0 3 * * 1", execution_timezone="UTC",
@@ -147,7 +151,9 @@ def two_weekly_iteration(context: ScheduleEvaluationContext):
     if recent:
         last = max(r.create_timestamp for r in recent)
         return SkipReason(f"an iteration or retraining ran on {last:%Y-%m-%d}; the next is due 14 days later")
-    return RunRequest(tags={"serm/reason": "two-weekly cadence", "serm/trigger": "schedule"})
+    paths = SermPaths.from_env()
+    return RunRequest(tags={"serm/reason": "two-weekly cadence", "serm/trigger": "schedule",
+                            **panel_tags(choose_panel(home=paths.home), "agents", paths)})
 
 
 def rejected_only(failed_step_keys: list[str]) -> bool:
