@@ -76,10 +76,14 @@ class WordAligner:
     """BERTScore-style recall: how well the document's words cover the query's words in embedding space,
     weighted by IDF; plus the sentence cosine of query and title. Word vectors are cached."""
 
+    # vectors of the default encoder, shared by every aligner of the process (an arm's iterations judge the
+    # same seed texts again): a text's vector never changes
+    _default_vectors: dict[str, np.ndarray] = {}
+
     def __init__(self, encoder: Encoder | None = None, similarity_floor: float = 0.5):
         self._encoder = encoder
         self.similarity_floor = similarity_floor
-        self._vectors: dict[str, np.ndarray] = {}
+        self._vectors: dict[str, np.ndarray] = WordAligner._default_vectors if encoder is None else {}
 
     def encode(self, texts: Iterable[str]) -> None:
         missing = sorted({t for t in texts if t not in self._vectors})
@@ -88,7 +92,7 @@ class WordAligner:
         if self._encoder is None:
             from models.embeddings import SentenceEmbedder  # torch only when the default encoder is needed
 
-            self._encoder = SentenceEmbedder()
+            self._encoder = SentenceEmbedder(max_length=32)
         vectors = np.asarray(self._encoder(missing), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self._vectors.update(zip(missing, vectors / np.where(norms > 0, norms, 1.0)))

@@ -67,7 +67,10 @@ def fit_gate(proba: np.ndarray, labels: np.ndarray, *, min_accuracy: float, min_
         order = mine[np.argsort(-confidence[mine], kind="stable")]
         right = np.cumsum(weights[order] * (labels[order] == label))
         precision = right / np.cumsum(weights[order]) if len(order) else np.array([])
-        ok = np.flatnonzero((precision >= min_accuracy) & (np.arange(1, len(order) + 1) >= min_votes))
+        # a threshold admits every pair at its confidence: cut only where the confidence changes
+        sorted_confidence = confidence[order]
+        boundary = np.r_[sorted_confidence[1:] < sorted_confidence[:-1], True] if len(order) else np.array([], bool)
+        ok = np.flatnonzero((precision >= min_accuracy) & (np.arange(1, len(order) + 1) >= min_votes) & boundary)
         thresholds[label] = float(confidence[order[ok[-1]]]) if len(ok) else None
     gate = Gate(thresholds, float(min_accuracy))
     votes = np.array([gate.admits(p, c) for p, c in zip(predicted, confidence)], dtype=bool)
@@ -81,7 +84,7 @@ def fit_gate(proba: np.ndarray, labels: np.ndarray, *, min_accuracy: float, min_
 def _tree_model(seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.06, max_leaf_nodes=15, min_samples_leaf=10,
+    return HistGradientBoostingClassifier(max_iter=60, learning_rate=0.12, max_leaf_nodes=15, min_samples_leaf=10,
                                           l2_regularization=1.0, class_weight="balanced", random_state=seed)
 
 
