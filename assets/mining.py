@@ -215,10 +215,11 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
     code_version="1",
     description="The multi-agent sample miner's output for the iteration's window (the newest by default): the "
                 "union of the pairs flagged by the user-feedback and click-model agents (Spark, over every logged "
-                "pair) and the disagreement and uncertainty agents (the serving model, over the behavioural candidates plus a uniform "
-                "sample), one row per pair with each agent's score, kept within the iteration's budget. The serving "
-                "model is the MLflow 'champion' (its version is in every row and in the lineage): the loop's "
-                "feedback edge, not an asset dependency, since the model is itself downstream of these samples.",
+                "pair) and the disagreement and uncertainty agents (the serving model, over the behavioural "
+                "candidates plus a uniform sample), one row per pair with each agent's score, kept within the "
+                "iteration's budget. The serving model is the MLflow 'champion' (its version is in every row and in"
+                " the lineage): the loop's feedback edge, not an asset dependency, since the model is itself "
+                "downstream of these samples.",
 )
 def mined_samples(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                   mlflow_resource: MlflowResource, model_settings: ModelSettings,

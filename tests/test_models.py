@@ -369,8 +369,8 @@ def test_per_query_rows_and_parts_of_an_evaluation():
     from models.evaluation import metrics_by_set, query_values
 
     scored = pd.DataFrame({"query": ["a", "a", "b", "b", "c", "c"], "language": ["en", "en", "de", "de", "en", "en"],
-                           "doc_id": ["1", "2"] * 3, "label": [3, 0, 0, 2, 0, 0], "score": [1.0, 2.0, 0.0, 1.0, 0.0, 1.0],
-                           "pred_label": [3, 0, 0, 2, 0, 0], "test_set": "evolving",
+                           "doc_id": ["1", "2"] * 3, "label": [3, 0, 0, 2, 0, 0],
+                           "score": [1.0, 2.0, 0.0, 1.0, 0.0, 1.0], "pred_label": [3, 0, 0, 2, 0, 0], "test_set": "evolving",
                            "part": ["validation"] * 2 + ["test"] * 4})
     table = metrics_by_set(scored)
     assert set(table["part"]) == {"validation", "test"}
