@@ -1,6 +1,9 @@
-"""Evaluate stage: every model of interest on the static and evolving test sets; promotion."""
+"""Evaluate stage: every model of interest on the validation and test parts of the static and evolving test
+sets, as of the iteration's window end; promotion on the validation parts."""
 
 import hashlib
+from dataclasses import dataclass
+from datetime import date
 
 import pandas as pd
 import pyarrow as pa
@@ -15,11 +18,19 @@ from dagster import (
     asset_check,
 )
 
-from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS
+from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS, BRONZE_QUERY_LOGS
+from assets.mining import iteration_window
 from assets.training import RELEVANCE_MODEL, SEED_ALIAS, SEED_MODEL
 from models.evaluation import evaluate_on_test_sets, markdown_table, promotion_decision
 from serm_dagster.registry import CHALLENGER, CHAMPION
-from serm_dagster.resources import LakehouseResource, MlflowResource, ModelSettings, SparkResource
+from models.metrics import TEST
+from serm_dagster.resources import (
+    LakehouseResource,
+    MiningSettings,
+    MlflowResource,
+    ModelSettings,
+    SparkResource,
+)
 from serm_dagster.tables import table_name, write_asset_table
 from spark_jobs.training import TestWindows, document_texts, labelled_pairs, split_test_sets
 
@@ -30,18 +41,31 @@ EVALUATIONS = AssetKey(["gold", "evaluations"])
 PROMOTIONS = AssetKey(["gold", "promotions"])
 
 EVALUATION_TYPES = pa.schema([
-    ("model_version", pa.string()), ("aliases", pa.string()), ("test_set", pa.string()), ("slice_type", pa.string()),
-    ("slice", pa.string()), ("metric", pa.string()), ("value", pa.float64()), ("n_queries", pa.int64()),
-    ("n_pairs", pa.int64()), ("dagster_run_id", pa.string()), ("judgments_version", pa.int64()),
-    ("test_pairs_digest", pa.string()),
+    ("model_version", pa.string()), ("aliases", pa.string()), ("test_set", pa.string()), ("part", pa.string()),
+    ("slice_type", pa.string()), ("slice", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
+    ("n_queries", pa.int64()), ("n_pairs", pa.int64()), ("dagster_run_id", pa.string()),
+    ("judgments_version", pa.int64()), ("test_pairs_digest", pa.string()), ("as_of", pa.date32()),
+    ("evaluated_at", pa.timestamp("us", tz="UTC")),
 ])
 
 
+def test_windows(store, model_settings: ModelSettings, mining_settings: MiningSettings) -> TestWindows:
+    """The test sets of the iteration at hand: the evolving set as of its window's end (``iteration_window``,
+    the one place drift, mining and evaluation take the window from), cut into validation and test parts."""
+    return TestWindows(model_settings.evolving_days, iteration_window(store, mining_settings)[1],
+                       model_settings.validation_share)
+
+
 def test_pairs(spark, store, windows: TestWindows) -> pd.DataFrame:
-    """Judged test pairs with document texts and ``test_set`` (static or evolving)."""
+    """Judged test pairs with document texts, ``test_set`` (static or evolving) and ``part``."""
     documents = document_texts(store.read_spark(spark, table_name(BRONZE_CATALOG)))
     pairs = labelled_pairs(store.read_spark(spark, table_name(BRONZE_JUDGMENTS)), documents)
     return split_test_sets(pairs, windows).toPandas()
+
+
+def current_digest(spark, store, model_settings: ModelSettings, mining_settings: MiningSettings) -> str:
+    """The digest of the test pairs the iteration at hand is evaluated on: which stored rows to decide by."""
+    return pairs_digest(test_pairs(spark, store, test_windows(store, model_settings, mining_settings)))
 
 
 def models_of_interest(registry) -> dict[str, list[str]]:
@@ -54,90 +78,136 @@ def models_of_interest(registry) -> dict[str, list[str]]:
     return versions
 
 
+@dataclass(frozen=True)
+class TestPairs:
+    """Test pairs with what every evaluation row on them records."""
+
+    __test__ = False  # not a pytest class, despite its name
+
+    pairs: pd.DataFrame
+    as_of: date | None
+    judgments_version: int | None
+    digest: str
+
+    @classmethod
+    def read(cls, spark, store, windows: TestWindows) -> "TestPairs":
+        pairs = test_pairs(spark, store, windows)
+        return cls(pairs, windows.as_of, store.version(table_name(BRONZE_JUDGMENTS)), pairs_digest(pairs))
+
+
+def score_version(scorer, tests: TestPairs, version: str, aliases: str, run_id: str) -> pd.DataFrame:
+    """One version's evaluation rows (``EVALUATION_TYPES``) on the test pairs."""
+    return evaluate_on_test_sets(scorer, tests.pairs).assign(
+        model_version=version, aliases=aliases, dagster_run_id=run_id, judgments_version=tests.judgments_version,
+        test_pairs_digest=tests.digest, as_of=tests.as_of, evaluated_at=pd.Timestamp.now(tz="UTC"))
+
+
+def evaluation_table(rows: list[pd.DataFrame]) -> pa.Table:
+    return pa.Table.from_pandas(pd.concat(rows, ignore_index=True)[EVALUATION_TYPES.names], schema=EVALUATION_TYPES,
+                                preserve_index=False)
+
+
+def evaluation_replace(store, versions: list[str], digest: str) -> dict | None:
+    """What a write of new evaluation rows replaces: those versions' rows on these test pairs (their rows on
+    other pairs stay), or the whole table when it predates the current columns."""
+    name = table_name(EVALUATIONS)
+    if store.exists(name) and set(store.read_arrow(name).schema.names) != set(EVALUATION_TYPES.names):
+        return None
+    return {"model_version": sorted(versions), "test_pairs_digest": [digest]}
+
+
 @asset(
     key=EVALUATIONS,
-    deps=[RELEVANCE_MODEL, SEED_MODEL, BRONZE_JUDGMENTS, BRONZE_CATALOG],
+    deps=[RELEVANCE_MODEL, SEED_MODEL, BRONZE_JUDGMENTS, BRONZE_CATALOG, BRONZE_QUERY_LOGS],
     group_name=GROUP,
     kinds={"pytorch", "mlflow", "delta"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",
     description="NDCG@1, NDCG@4 and label accuracy of the champion, challenger and seed models on the static "
-                "test set (seen in the seed period) and the evolving one (the newest window), overall, per "
-                "language family and per language: one row per model version x test set x slice x metric.",
+                "test set (seen in the seed period) and the evolving one (the evolving_days days ending at the "
+                "iteration's as-of day, its window's end), each cut by query into a validation part (promotion "
+                "decides on it) and a test part (reports show it); overall, per language family, per language "
+                "and per query: one row per model version x test pairs x set x part x slice x metric.",
 )
 def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
-                mlflow_resource: MlflowResource, model_settings: ModelSettings) -> MaterializeResult:
+                mlflow_resource: MlflowResource, model_settings: ModelSettings,
+                mining_settings: MiningSettings) -> MaterializeResult:
     store = lakehouse.store
     registry = mlflow_resource.registry(lakehouse.paths.home)
-    pairs = test_pairs(spark.get_session(), store, TestWindows(model_settings.evolving_days))
-    digest = pairs_digest(pairs)
-    judgments_version = store.version(table_name(BRONZE_JUDGMENTS))
+    tests = TestPairs.read(spark.get_session(), store, test_windows(store, model_settings, mining_settings))
     interest = models_of_interest(registry)
     # a version already evaluated on these very test pairs keeps its rows: a model's scores do not change
-    stored = {v: latest_evaluation(store, v) for v in interest}
-    stale = {v: a for v, a in interest.items() if not evaluated_on(stored[v], digest)}
+    stored = {v: evaluation_on(store, v, tests.digest) for v in interest}
+    stale = {v: a for v, a in interest.items() if stored[v] is None}
     tables = []
     for version, aliases in stale.items():
-        scorer = model_settings.scorer(registry.model_dir(version))
-        table = evaluate_on_test_sets(scorer, pairs).assign(
-            model_version=version, aliases=",".join(aliases), dagster_run_id=context.run_id,
-            judgments_version=judgments_version, test_pairs_digest=digest)
+        table = score_version(model_settings.scorer(registry.model_dir(version)), tests, version, ",".join(aliases),
+                              context.run_id)
         tables.append(table)
-        for row in table[table.slice_type == "overall"].itertuples():
-            registry.client().log_metric(registry.version_tags(version)["mlflow_run_id"],
-                                         f"{row.test_set}_{row.metric.replace('@', '_at_')}", row.value)
+        log_headlines(registry, version, table)
     current = pd.concat([*tables, *[stored[v].assign(aliases=",".join(a))
                                     for v, a in interest.items() if v not in stale]], ignore_index=True)
     shown = current.assign(model=current["model_version"] + " (" + current["aliases"] + ")")
-    metadata = {"test_pairs": MetadataValue.json(pairs.groupby("test_set").size().to_dict()),
+    sizes = tests.pairs.groupby(["test_set", "part"]).size()
+    metadata = {"test_pairs": MetadataValue.json({f"{t} {p}": int(n) for (t, p), n in sizes.items()}),
+                "as_of": str(tests.as_of), "test_pairs_digest": tests.digest,
                 "evaluated": MetadataValue.json(sorted(stale)), "evaluation": MetadataValue.md(markdown_table(shown))}
-    upstream = {table_name(BRONZE_JUDGMENTS): judgments_version,
+    upstream = {table_name(BRONZE_JUDGMENTS): tests.judgments_version,
                 table_name(BRONZE_CATALOG): store.version(table_name(BRONZE_CATALOG))}
     if not tables:
         return MaterializeResult(metadata={**metadata, "delta_version": store.version(table_name(EVALUATIONS))})
-    evaluated = pd.concat(tables, ignore_index=True)
-    data = pa.Table.from_pandas(evaluated[EVALUATION_TYPES.names], schema=EVALUATION_TYPES, preserve_index=False)
-    return write_asset_table(context, store, EVALUATIONS, data, partition_by=["model_version"],
-                             replace={"model_version": sorted(stale)}, upstream=upstream, metadata=metadata)
+    return write_asset_table(context, store, EVALUATIONS, evaluation_table(tables), partition_by=["model_version"],
+                             replace=evaluation_replace(store, list(stale), tests.digest), upstream=upstream,
+                             metadata=metadata)
+
+
+def log_headlines(registry, version: str, table: pd.DataFrame) -> None:
+    """The overall metrics of each test set's test part, on the version's MLflow run."""
+    for row in table[(table.slice_type == "overall") & (table.part == TEST)].itertuples():
+        registry.client().log_metric(registry.version_tags(version)["mlflow_run_id"],
+                                     f"{row.test_set}_{row.metric.replace('@', '_at_')}", row.value)
 
 
 def pairs_digest(pairs: pd.DataFrame) -> str:
-    """A fingerprint of the test pairs and their labels (order-free)."""
-    key = pairs[["test_set", "query", "language", "doc_id", "label"]].astype(str).sort_values(
-        ["test_set", "query", "language", "doc_id"]).reset_index(drop=True)
+    """A fingerprint of the test pairs, their parts and their labels (order-free)."""
+    columns = ["test_set", "part", "query", "language", "doc_id"]
+    key = pairs[[*columns, "label"]].astype(str).sort_values(columns).reset_index(drop=True)
     return hashlib.sha1(pd.util.hash_pandas_object(key, index=False).values.tobytes()).hexdigest()[:16]
 
 
-def evaluated_on(rows: pd.DataFrame | None, digest: str) -> bool:
-    """Whether a version's stored evaluation rows were scored on the test pairs with this digest."""
-    return rows is not None and "test_pairs_digest" in rows and bool((rows["test_pairs_digest"] == digest).all())
-
-
-def latest_evaluation(store, version: str) -> pd.DataFrame | None:
+def evaluation_on(store, version: str | None, digest: str) -> pd.DataFrame | None:
+    """A version's stored evaluation rows on the test pairs with this digest; None when it has none."""
     if version is None or not store.exists(table_name(EVALUATIONS)):
         return None
     rows = store.read_arrow(table_name(EVALUATIONS), filters=[("model_version", "=", version)]).to_pandas()
-    return rows if len(rows) else None
+    if "test_pairs_digest" not in rows or "part" not in rows:
+        return None
+    rows = rows[rows["test_pairs_digest"] == digest]
+    return rows.reset_index(drop=True) if len(rows) else None
 
 
-def decide_promotion(store, registry, challenger: str, champion: str | None, static_margin: float):
-    """The promotion rule on the stored evaluations of the challenger, the champion and the seed model (the
-    blocking check and gold/promotions must decide alike)."""
-    return promotion_decision(latest_evaluation(store, challenger), latest_evaluation(store, champion),
-                              static_margin, latest_evaluation(store, registry.alias_version(SEED_ALIAS)))
+def decide_promotion(store, registry, challenger: str, champion: str | None, static_margin: float, digest: str):
+    """The promotion rule on the stored evaluations of the challenger, the champion and the seed model on the
+    current test pairs (``digest``), validation parts only (the blocking check and gold/promotions must decide
+    alike)."""
+    return promotion_decision(evaluation_on(store, challenger, digest), evaluation_on(store, champion, digest),
+                              static_margin, evaluation_on(store, registry.alias_version(SEED_ALIAS), digest))
 
 
 @asset_check(asset=EVALUATIONS, name=PROMOTION_CHECK, blocking=True,
-             description="The challenger is promoted only if evolving-set NDCG@1 improves on the champion's and "
-                         "static-set NDCG@1 stays within the configured margin of the seed model's; blocks "
-                         "gold/promotions otherwise.")
-def challenger_beats_champion(context: AssetCheckExecutionContext, lakehouse: LakehouseResource,
-                              mlflow_resource: MlflowResource, model_settings: ModelSettings) -> AssetCheckResult:
+             description="On the validation parts of the test sets as of the iteration's window end: the challenger "
+                         "is promoted only if evolving-set NDCG@1 improves on the champion's and static-set NDCG@1 "
+                         "stays within the configured margin of the seed model's; blocks gold/promotions otherwise.")
+def challenger_beats_champion(context: AssetCheckExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
+                              mlflow_resource: MlflowResource, model_settings: ModelSettings,
+                              mining_settings: MiningSettings) -> AssetCheckResult:
     registry = mlflow_resource.registry(lakehouse.paths.home)
     challenger, champion = registry.alias_version(CHALLENGER), registry.alias_version(CHAMPION)
     if challenger is None or challenger == champion:
         return AssetCheckResult(passed=True, metadata={"decision": "nothing to promote", "champion": str(champion)})
-    decision = decide_promotion(lakehouse.store, registry, challenger, champion, model_settings.static_margin)
+    store = lakehouse.store
+    digest = current_digest(spark.get_session(), store, model_settings, mining_settings)
+    decision = decide_promotion(store, registry, challenger, champion, model_settings.static_margin, digest)
     registry.tag_version(challenger, {"promotion_decision": "promote" if decision.promote else "reject",
                                       "promotion_reason": decision.reason, "compared_with": str(champion)})
     return AssetCheckResult(passed=decision.promote, metadata={
@@ -161,11 +231,12 @@ PROMOTION_TYPES = pa.schema([
     owners=OWNERS,
     code_version="1",
     description="Moves the 'champion' alias to the challenger once the blocking promotion check has passed, and "
-                "records each decision with its numbers (one row per decision; rejections are also tagged on the "
-                "MLflow version by the check).",
+                "records each decision with its numbers (validation parts; one row per decision; rejections are "
+                "also tagged on the MLflow version by the check).",
 )
-def promotions(context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow_resource: MlflowResource,
-               model_settings: ModelSettings) -> MaterializeResult:
+def promotions(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
+               mlflow_resource: MlflowResource, model_settings: ModelSettings,
+               mining_settings: MiningSettings) -> MaterializeResult:
     store = lakehouse.store
     registry = mlflow_resource.registry(lakehouse.paths.home)
     challenger, champion = registry.alias_version(CHALLENGER), registry.alias_version(CHAMPION)
@@ -173,7 +244,8 @@ def promotions(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
         decision = None
         reason = "no challenger: the champion is the newest model"
     else:
-        decision = decide_promotion(store, registry, challenger, champion, model_settings.static_margin)
+        digest = current_digest(spark.get_session(), store, model_settings, mining_settings)
+        decision = decide_promotion(store, registry, challenger, champion, model_settings.static_margin, digest)
         reason = decision.reason
     promoted = bool(decision and decision.promote)
     if promoted:

@@ -8,12 +8,14 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from assets.annotation import annotate_mined_samples
-from assets.evaluation import EVALUATIONS, PROMOTIONS, latest_evaluation
+from assets.evaluation import EVALUATIONS, PROMOTIONS, TestPairs, evaluation_on
 from assets.mining import DRIFT_REPORTS, MINED_SAMPLES
 from assets.training import CONSENSUS_LABELS, RELEVANCE_MODEL, TRAINING_SETS
+from models.metrics import TEST
 from serm_dagster.registry import CHALLENGER, CHAMPION
-from serm_dagster.resources import AnnotatorSettings, LakehouseResource, MlflowResource
+from serm_dagster.resources import AnnotatorSettings, LakehouseResource, MlflowResource, ModelSettings, SparkResource
 from serm_dagster.tables import table_name, write_asset_table
+from spark_jobs.training import TestWindows
 
 ITERATIONS = AssetKey(["gold", "iterations"])
 # the step that materializes each stage's table, as Dagster names it
@@ -33,10 +35,12 @@ ITERATION_TYPES = pa.schema([
 ])
 
 
-def overall_metrics(store, version: str) -> dict:
-    """``evolving_ndcg1`` ... ``static_accuracy`` of one model version."""
-    evaluation = latest_evaluation(store, version)
-    rows = evaluation[evaluation["slice_type"] == "overall"] if evaluation is not None else pd.DataFrame()
+def overall_metrics(store, version: str, digest: str) -> dict:
+    """``evolving_ndcg1`` ... ``static_accuracy`` of one model version on the test parts of the test pairs with
+    this digest (what reports show; promotion read the validation parts)."""
+    evaluation = evaluation_on(store, version, digest)
+    rows = evaluation[(evaluation["slice_type"] == "overall") & (evaluation["part"] == TEST)] \
+        if evaluation is not None else pd.DataFrame()
     names = {"ndcg@1": "ndcg1", "ndcg@4": "ndcg4", "accuracy": "accuracy"}
     return {f"{r.test_set}_{names[r.metric]}": float(r.value) for r in rows.itertuples()}
 
@@ -55,19 +59,26 @@ def stage_seconds(instance, runs: dict[str, str | None]) -> dict[str, float]:
     return seconds
 
 
+def iteration_digest(session, store, model_settings: ModelSettings, window_end) -> str:
+    """The digest of the test pairs as of an iteration's window end, the pairs its evaluation scored."""
+    windows = TestWindows(model_settings.evolving_days, window_end, model_settings.validation_share)
+    return TestPairs.read(session, store, windows).digest
+
+
 @asset(
     key=ITERATIONS,
     deps=[DRIFT_REPORTS, MINED_SAMPLES, CONSENSUS_LABELS, TRAINING_SETS, RELEVANCE_MODEL, EVALUATIONS, PROMOTIONS],
     group_name="evaluation",
     kinds={"delta", "mlflow"},
     owners=["team:serm"],
-    code_version="1",
+    code_version="2",
     description="One row per SERM iteration: its window, drift verdict, samples mined and accepted, the model "
-                "serving before and after, the promotion decision, the champion's metrics on both test sets and "
-                "the wall time of each stage.",
+                "serving before and after, the promotion decision, the champion's metrics on the test parts of "
+                "both test sets as of the window's end, and the wall time of each stage.",
 )
-def iterations(context: AssetExecutionContext, lakehouse: LakehouseResource, mlflow_resource: MlflowResource,
-               annotator_settings: AnnotatorSettings) -> MaterializeResult:
+def iterations(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
+               mlflow_resource: MlflowResource, annotator_settings: AnnotatorSettings,
+               model_settings: ModelSettings) -> MaterializeResult:
     store = lakehouse.store
     registry = mlflow_resource.registry(lakehouse.paths.home)
     mined = store.read_arrow(table_name(MINED_SAMPLES)).to_pandas()
@@ -98,7 +109,8 @@ def iterations(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
         "training_set": tags.get("training_set"), "model_before": model_before, "challenger": challenger,
         "model_after": champion, "promoted": champion != model_before,
         "promotion_reason": tags.get("promotion_reason"),
-        **overall_metrics(store, champion),
+        **overall_metrics(store, champion, iteration_digest(spark.get_session(), store, model_settings,
+                                                            window_end)),
         "stage_seconds": pd.Series(stage_seconds(context.instance, runs)).to_json(),
         "recorded_at": pd.Timestamp.now(tz="UTC"),
     }
@@ -123,31 +135,40 @@ EVOLUTION_REPORT = AssetKey(["gold", "evolution_report"])
     group_name="evaluation",
     kinds={"delta", "pandas"},
     owners=["team:serm"],
-    code_version="1",
+    code_version="2",
     description="The paper's comparison on this stream: the frozen seed model, iterative self-training and SERM, "
                 "run by `serm evolve --compare` over the same windows with the same budget and training recipe "
                 "(each arm in SERM_HOME/compare/seed<k>/<arm>). NDCG@1, NDCG@4 and accuracy of the model serving "
-                "after each iteration on the static and evolving test sets, overall and per language family, mean "
-                "± std over training seeds; with a chart of evolving-set NDCG@1 per iteration per arm.",
+                "after each iteration, all on one held-out set: the test parts of the static and evolving test sets "
+                "as of the stream's last window end (earlier champions are scored on it here, once); overall, per "
+                "language family and per query, mean ± std over training seeds; SERM minus self-training and minus "
+                "the seed model with paired bootstrap intervals over queries; a chart of evolving-set NDCG@1.",
 )
-def evolution_report(context: AssetExecutionContext, lakehouse: LakehouseResource) -> MaterializeResult:
-    from serm_dagster.evolution import chart, compared_seeds, comparison_rows, summary_table
+def evolution_report(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
+                     model_settings: ModelSettings) -> MaterializeResult:
+    from serm_dagster.evolution import (chart, compared_seeds, comparison_rows, differences_text, paired_differences,
+                                        summary_table)
 
     paths, store = lakehouse.paths, lakehouse.store
     seeds = compared_seeds(paths)
-    rows = comparison_rows(paths, seeds)
+    rows = comparison_rows(paths, seeds, spark.get_session(), model_settings, context.run_id)
     if rows.empty:
         raise ValueError(f"no comparison under {paths.home}: run `serm evolve --compare` first")
     png = chart(rows, paths.home / "reports" / "evolution_ndcg1.png")
+    differences = paired_differences(rows)
     overall = summary_table(rows)
     by_family = summary_table(rows, "family")
     return write_asset_table(context, store, EVOLUTION_REPORT, pa.Table.from_pandas(rows, preserve_index=False),
-                             lineage={"seeds": list(seeds)}, metadata={
+                             lineage={"seeds": list(seeds), "as_of": str(rows["as_of"].max()),
+                                      "paired_differences": differences.to_dict(orient="records")}, metadata={
                                  "seeds": MetadataValue.json(list(seeds)), "chart": MetadataValue.path(str(png)),
                                  # inline, so the asset page shows the chart itself
                                  "chart_preview": MetadataValue.md(
                                      f"![evolving NDCG@1](data:image/png;base64,"
                                      f"{base64.b64encode(png.read_bytes()).decode()})"),
+                                 "as_of": str(rows["as_of"].max()),
+                                 "paired_differences": MetadataValue.md(differences.round(3).to_markdown(index=False)),
+                                 "paired_differences_text": differences_text(differences),
                                  "overall": MetadataValue.md(overall.to_markdown(index=False)),
                                  "per_language_family": MetadataValue.md(by_family.to_markdown(index=False))})
 

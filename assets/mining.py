@@ -1,4 +1,4 @@
-"""Drift and mine stages: the drift report of the newest window, and the miner's samples."""
+"""Drift and mine stages: the drift report of the iteration's window, and the miner's samples."""
 
 import time
 from dataclasses import dataclass, field
@@ -40,13 +40,19 @@ MINED_SAMPLES = AssetKey(["gold", "mined_samples"])
 OWNERS = ["team:serm"]
 
 
-def newest_window(store, window_days: int) -> tuple[date, date]:
-    """The last ``window_days`` days of ingested query logs."""
-    days = store.read_arrow(table_name(BRONZE_QUERY_LOGS), columns=["date"]).column("date").unique().to_pylist()
+def iteration_window(store, settings: MiningSettings) -> tuple[date, date]:
+    """The window an iteration works on, decided here for drift, mining and evaluation alike: the
+    ``window_days`` days ending at ``settings.window_end`` (a replayed iteration's), or at the newest
+    ingested day of query logs when it is empty. Its end is the iteration's as-of day: nothing dated after
+    it is read, even when later days are ingested."""
+    days = store.read_arrow(table_name(BRONZE_QUERY_LOGS), columns=["date"]).column("date").unique().to_pylist() \
+        if store.exists(table_name(BRONZE_QUERY_LOGS)) else []
     if not days:
         raise ValueError("bronze/query_logs is empty: ingest some logs first")
-    end = max(days)
-    return end - timedelta(days=window_days - 1), end
+    end = date.fromisoformat(settings.window_end) if settings.window_end else max(days)
+    if end not in days:
+        raise ValueError(f"window end {end} has no ingested query logs (ingested {min(days)}..{max(days)})")
+    return end - timedelta(days=settings.window_days - 1), end
 
 
 def annotated_iterations(store) -> set[int]:
@@ -85,7 +91,8 @@ def window_logs(spark, store, start: date, end: date):
     kinds={"spark", "pytorch", "delta"},
     owners=OWNERS,
     code_version="1",
-    description="How far the newest window of the stream is from the data the serving model was trained on: "
+    description="How far the iteration's window of the stream (the newest by default, see "
+                "MiningSettings.window_end) is from the data the serving model was trained on: "
                 "language mix and query length (PSI), term distribution (Jensen-Shannon distance), query "
                 "embeddings (MMD permutation test on MiniLM embeddings), new terms and new documents; each with "
                 "its threshold and verdict, and an overall verdict that tells an operator whether to iterate.",
@@ -93,7 +100,7 @@ def window_logs(spark, store, start: date, end: date):
 def drift_reports(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                   mining_settings: MiningSettings) -> MaterializeResult:
     session, store = spark.get_session(), lakehouse.store
-    start, end = newest_window(store, mining_settings.window_days)
+    start, end = iteration_window(store, mining_settings)
     reference = reference_days(session, store, start)
     if not reference:
         raise ValueError(f"no reference days before the window {start}..{end}: the seed judgments carry no ts")
@@ -206,19 +213,20 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
     kinds={"spark", "pytorch", "delta"},
     owners=OWNERS,
     code_version="1",
-    description="The multi-agent sample miner's output for the newest window: the union of the pairs flagged by "
-                "the user-feedback and click-model agents (Spark, over every logged pair) and the disagreement "
-                "and uncertainty agents (the serving model, over the behavioural candidates plus a uniform "
-                "sample), one row per pair with each agent's score, kept within the iteration's budget. The serving "
-                "model is the MLflow 'champion' (its version is in every row and in the lineage): the loop's "
-                "feedback edge, not an asset dependency, since the model is itself downstream of these samples.",
+    description="The multi-agent sample miner's output for the iteration's window (the newest by default): the "
+                "union of the pairs flagged by the user-feedback and click-model agents (Spark, over every logged "
+                "pair) and the disagreement and uncertainty agents (the serving model, over the behavioural "
+                "candidates plus a uniform sample), one row per pair with each agent's score, kept within the "
+                "iteration's budget. The serving model is the MLflow 'champion' (its version is in every row and in"
+                " the lineage): the loop's feedback edge, not an asset dependency, since the model is itself "
+                "downstream of these samples.",
 )
 def mined_samples(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                   mlflow_resource: MlflowResource, model_settings: ModelSettings,
                   mining_settings: MiningSettings) -> MaterializeResult:
     session, store = spark.get_session(), lakehouse.store
     settings = mining_settings.miner()
-    start, end = newest_window(store, mining_settings.window_days)
+    start, end = iteration_window(store, mining_settings)
     iteration = next_iteration(store)
     registry = mlflow_resource.registry(lakehouse.paths.home)
     champion = registry.alias_version(CHAMPION)

@@ -41,7 +41,7 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="serm-bench-miner-"))
     os.environ["SERM_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
-    from assets.mining import mine_window, newest_window
+    from assets.mining import iteration_window, mine_window
     from models.inference import Scorer
     from serm_dagster.registry import CHAMPION, Registry
     from serm_dagster.resources import LakehouseResource, MiningSettings, SparkResource
@@ -59,7 +59,7 @@ def main() -> None:
         store = prepare(home, paths, args, figures)
     scorer = Scorer.from_folder(registry.model_dir(registry.alias_version(CHAMPION)), batch_size=64)
     mining = MiningSettings()
-    start, end = newest_window(store, mining.window_days)
+    start, end = iteration_window(store, mining)
     session = SparkResource().get_session()
     outcome = mine_window(session, store, scorer, mining.miner(), start, end)
     counts, seconds = outcome.counts, outcome.seconds

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from models.inference import Scorer
-from models.metrics import evaluate
+from models.metrics import TEST, VALIDATION, evaluate, ndcg_per_query
 
 
 def score_pairs(scorer: Scorer, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -21,20 +21,62 @@ def score_pairs(scorer: Scorer, pairs: pd.DataFrame) -> pd.DataFrame:
     return scored
 
 
-def evaluate_on_test_sets(scorer: Scorer, test_pairs: pd.DataFrame) -> pd.DataFrame:
-    """``test_set, slice_type, slice, metric, value, n_queries, n_pairs`` for every test set present."""
+SET_COLUMNS = ["test_set", "part"]  # what one evaluation table is grouped by
+METRIC_COLUMNS = ["slice_type", "slice", "metric", "value", "n_queries", "n_pairs"]
+# per-query rows (slice "<language>:<query>"), what a paired bootstrap over queries resamples
+QUERY_SLICE = "query"
+QUERY_METRICS = ("ndcg@1", "ndcg@4")
+
+
+def _sets(scored: pd.DataFrame):
+    """(test set, part) groups of scored pairs; pairs without a part are one ``test`` part."""
+    return sorted(scored.assign(part=scored["part"] if "part" in scored else TEST).groupby(SET_COLUMNS))
+
+
+def per_query(scored: pd.DataFrame) -> pd.DataFrame:
+    """NDCG@1 and NDCG@4 of each query (``slice_type`` "query", ``slice`` "<language>:<query>"), in percent;
+    queries without a relevant document have none."""
+    keyed = scored.assign(query_slice=scored["language"] + ":" + scored["query"])
+    pairs = keyed.groupby("query_slice").size()
     tables = []
-    for test_set, pairs in sorted(test_pairs.groupby("test_set")):
-        tables.append(evaluate(score_pairs(scorer, pairs)).assign(test_set=test_set))
+    for metric in QUERY_METRICS:
+        values = ndcg_per_query(keyed, int(metric.split("@")[1]), group_col="query_slice") * 100.0
+        tables.append(pd.DataFrame({"slice_type": QUERY_SLICE, "slice": values.index.astype(str), "metric": metric,
+                                    "value": values.to_numpy(), "n_queries": 1,
+                                    "n_pairs": pairs.reindex(values.index).to_numpy()}))
+    return pd.concat(tables, ignore_index=True)[METRIC_COLUMNS]
+
+
+def metrics_by_set(scored: pd.DataFrame) -> pd.DataFrame:
+    """``test_set, part, slice_type, slice, metric, value, n_queries, n_pairs`` of scored pairs: overall, per
+    language family, per language and per query."""
+    tables = [pd.concat([evaluate(pairs), per_query(pairs)]).assign(test_set=test_set, part=part)
+              for (test_set, part), pairs in _sets(scored)]
     if not tables:
-        return pd.DataFrame(columns=["test_set", "slice_type", "slice", "metric", "value", "n_queries", "n_pairs"])
-    table = pd.concat(tables, ignore_index=True)
-    return table[["test_set", "slice_type", "slice", "metric", "value", "n_queries", "n_pairs"]]
+        return pd.DataFrame(columns=[*SET_COLUMNS, *METRIC_COLUMNS])
+    return pd.concat(tables, ignore_index=True)[[*SET_COLUMNS, *METRIC_COLUMNS]]
 
 
-def headline(table: pd.DataFrame, test_set: str, metric: str = "ndcg@1") -> float | None:
-    row = table[(table.test_set == test_set) & (table.slice_type == "overall") & (table.metric == metric)]
-    return None if row.empty else float(row["value"].iat[0])
+def query_values(table: pd.DataFrame, test_set: str, part: str = TEST, metric: str = "ndcg@1") -> pd.Series:
+    """One test set part's per-query ``metric`` from an evaluation table, indexed by (language, query)."""
+    rows = table[(table["slice_type"] == QUERY_SLICE) & (table["test_set"] == test_set) & (table["part"] == part)
+                 & (table["metric"] == metric)]
+    keys = [tuple(key.split(":", 1)) for key in rows["slice"]]
+    return pd.Series(rows["value"].to_numpy(dtype=float),
+                     index=pd.MultiIndex.from_tuples(keys, names=["language", "query"]) if keys else None)
+
+
+def evaluate_on_test_sets(scorer: Scorer, test_pairs: pd.DataFrame) -> pd.DataFrame:
+    """``metrics_by_set`` of the pairs scored by ``scorer``, for every test set and part present."""
+    return metrics_by_set(score_pairs(scorer, test_pairs))
+
+
+def headline(table: pd.DataFrame, test_set: str, metric: str = "ndcg@1", part: str = TEST) -> float | None:
+    """The overall ``metric`` of one test set's ``part`` (tables without parts: the whole set)."""
+    rows = table[(table.test_set == test_set) & (table.slice_type == "overall") & (table.metric == metric)]
+    if "part" in rows:
+        rows = rows[rows["part"] == part]
+    return None if rows.empty else float(rows["value"].iat[0])
 
 
 @dataclass(frozen=True)
@@ -54,7 +96,9 @@ class PromotionDecision:
 def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, static_margin: float = 0.5,
                        seed: pd.DataFrame | None = None) -> PromotionDecision:
     """Promote only if evolving-set NDCG@1 improves on the champion's and static NDCG@1 stays within
-    ``static_margin`` points of the seed model's (``seed``'s evaluation; the champion's when there is none).
+    ``static_margin`` points of the seed model's (``seed``'s evaluation; the champion's when there is none),
+    both read on the validation part of each set, never on the test part the reports show: choosing a model
+    on the pairs it is reported on would flatter it.
 
     The static set measures what the model knew before the stream drifted, and the seed model is what it
     knew: anchored there, losses just under the margin cannot add up over iterations. The champion's static
@@ -62,17 +106,20 @@ def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, 
     queries moves NDCG@1 by up to 0.7 points, more than the margin), and guarding them rejected challengers
     that were better on the evolving set and still above the seed model on the static one.
     """
-    new_evolving, new_static = headline(challenger, "evolving"), headline(challenger, "static")
+    def on_validation(table: pd.DataFrame, test_set: str) -> float | None:
+        return headline(table, test_set, part=VALIDATION)
+
+    new_evolving, new_static = on_validation(challenger, "evolving"), on_validation(challenger, "static")
     if champion is None or champion.empty:
         return PromotionDecision(True, "no champion yet", new_evolving, None, new_static, None, static_margin)
-    old_evolving, old_static = headline(champion, "evolving"), headline(champion, "static")
+    old_evolving, old_static = on_validation(champion, "evolving"), on_validation(champion, "static")
     if new_evolving is None or old_evolving is None:
         return PromotionDecision(False, "no evolving test set to compare on", new_evolving, old_evolving, new_static,
                                  old_static, static_margin)
     if new_evolving <= old_evolving:
         reason = f"evolving NDCG@1 {new_evolving:.2f} does not improve on {old_evolving:.2f}"
         return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
-    seed_static = None if seed is None or seed.empty else headline(seed, "static")
+    seed_static = None if seed is None or seed.empty else on_validation(seed, "static")
     anchor, whose = (seed_static, "the seed model's") if seed_static is not None else (old_static, "the champion's")
     if new_static is not None and anchor is not None and new_static < anchor - static_margin:
         reason = f"static NDCG@1 {new_static:.2f} is more than {static_margin} below {whose} {anchor:.2f}"
@@ -86,11 +133,12 @@ def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, 
 
 
 def markdown_table(table: pd.DataFrame, versions: dict[str, str] | None = None) -> str:
-    """A readable pivot: rows slice, columns test set x metric (x model when several)."""
-    if table.empty:
+    """A readable pivot: rows slice (no per-query rows), columns test set (x part) x metric (x model)."""
+    frame = table[table["slice_type"] != QUERY_SLICE].copy()
+    if frame.empty:
         return "no test judgments to evaluate on"
-    frame = table.copy()
-    columns = ["test_set", "metric"] + (["model"] if "model" in frame and frame["model"].nunique() > 1 else [])
+    columns = ["test_set", *(["part"] if "part" in frame and frame["part"].nunique() > 1 else []), "metric"] + \
+        (["model"] if "model" in frame and frame["model"].nunique() > 1 else [])
     pivot = frame.pivot_table(index=["slice_type", "slice"], columns=columns, values="value", aggfunc="first")
     order = {"overall": 0, "family": 1, "language": 2}
     pivot = pivot.sort_index(key=lambda idx: idx.map(lambda v: order.get(v, v)) if idx.name == "slice_type" else idx)

@@ -14,6 +14,8 @@ LANGUAGE_FAMILIES = {"germanic": ["en", "de", "nl"], "romance": ["es", "fr", "it
 _FAMILY_OF = {lang: family for family, langs in LANGUAGE_FAMILIES.items() for lang in langs}
 METRICS = ("ndcg@1", "ndcg@4", "accuracy")
 QUERY_KEY = ("query", "language")  # the same query text in two languages is two queries
+# the parts of every test set, cut by query: promotion decides on the validation part, reports show the test part
+VALIDATION, TEST = "validation", "test"
 
 
 def family_of(language: str) -> str:
@@ -106,3 +108,19 @@ def evaluate(frame: pd.DataFrame, slices: Sequence[str] = ("overall", "family", 
                 rows.append({"slice_type": slice_type, "slice": name, "metric": metric, "value": value,
                              "n_queries": int(n_queries), "n_pairs": len(part)})
     return pd.DataFrame(rows, columns=["slice_type", "slice", "metric", "value", "n_queries", "n_pairs"])
+
+
+def paired_bootstrap(differences: pd.Series, resamples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict:
+    """Mean of per-query differences (one value per query, e.g. SERM minus self-training NDCG@1 averaged
+    over training seeds) with a percentile bootstrap interval: queries resampled with replacement
+    ``resamples`` times with a fixed rng seed, so the interval is reproducible. Pairing by query removes
+    the spread between queries that both models share."""
+    values = pd.Series(differences, dtype=float).dropna().to_numpy()
+    if not len(values):
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n_queries": 0}
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return {"mean": float(values.mean()), "low": float(low), "high": float(high), "n_queries": int(len(values))}

@@ -198,6 +198,7 @@ def materialize_selection(paths: SermPaths, selection: list[str], echo=typer.ech
 
 def print_evaluation(paths: SermPaths, echo=typer.echo) -> None:
     from models.evaluation import markdown_table
+    from models.metrics import TEST
     from serm_dagster.registry import Registry
     from serm_dagster.storage import DeltaStore
 
@@ -208,8 +209,15 @@ def print_evaluation(paths: SermPaths, echo=typer.echo) -> None:
     registry = Registry.under(paths.home)
     versions = {v for v in (registry.alias_version(a) for a in ("champion", "challenger", "seed")) if v}
     table = store.read_arrow("gold/evaluations").to_pandas()
-    table = table[table["model_version"].isin(versions)]
+    if "part" not in table:
+        echo("the evaluations predate the validation / test parts: run `serm train` again")
+        return
+    table = table[table["model_version"].isin(versions) & (table["part"] == TEST)]
+    # each version's newest evaluation (a version keeps one per set of test pairs it was scored on)
+    newest = table.groupby("model_version")["evaluated_at"].transform("max")
+    table = table[table["evaluated_at"] == newest]
     table = table.assign(model="v" + table["model_version"] + " " + table["aliases"])
+    echo(f"test parts (promotion decides on the validation parts), as of {table['as_of'].max()}:")
     echo(markdown_table(table[table["slice_type"] != "language"]))
 
 
@@ -299,7 +307,9 @@ def evolve(
 @app.command()
 def report(family: bool = typer.Option(False, "--family", help="per language family instead of overall")):
     """The comparison table (arms x iterations x test sets) and where its chart is."""
-    from serm_dagster.evolution import summary_table
+    import pandas as pd
+
+    from serm_dagster.evolution import DIFFERENCE_COLUMNS, differences_text, summary_table
     from serm_dagster.storage import DeltaStore
 
     paths = _paths()
@@ -308,7 +318,11 @@ def report(family: bool = typer.Option(False, "--family", help="per language fam
         typer.echo("no comparison yet: run `serm evolve --compare`")
         raise typer.Exit(1)
     rows = store.read_arrow("gold/evolution_report").to_pandas()
+    lineage = store.lineage("gold/evolution_report")
+    typer.echo(f"test parts as of {lineage.get('as_of')} (every arm's served models on the same held-out pairs)")
     typer.echo(summary_table(rows, "family" if family else "overall").to_markdown(index=False))
+    differences = pd.DataFrame(lineage.get("paired_differences") or [], columns=DIFFERENCE_COLUMNS)
+    typer.echo("\n" + differences_text(differences))
     typer.echo(f"\nseeds {sorted(rows['seed'].unique().tolist())}; chart {paths.home / 'reports' / 'evolution_ndcg1.png'}")
 
 

@@ -18,13 +18,29 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
+from assets.evaluation import (
+    EVALUATIONS,
+    TestPairs,
+    evaluation_on,
+    evaluation_replace,
+    evaluation_table,
+    score_version,
+)
+from assets.iterations import EVOLUTION_REPORT, ITERATIONS
+from models.evaluation import QUERY_SLICE
+from models.metrics import TEST, paired_bootstrap
 from serm_dagster.panel import Panel, choose_panel, panel_tags
+from serm_dagster.registry import Registry
 from serm_dagster.settings import SermPaths
+from serm_dagster.storage import DeltaStore
+from serm_dagster.tables import table_name
+from spark_jobs.training import TestWindows
 
 ARMS = ("seed", "self-training", "serm")
 STRATEGY_OF_ARM = {"self-training": "self-training", "serm": "agents"}
@@ -97,8 +113,6 @@ def _materialize(selection, resources: dict, tags: dict, after_rejection: list[s
 
 
 def completed_iterations(paths: SermPaths) -> int:
-    from serm_dagster.storage import DeltaStore
-
     store = DeltaStore(paths.lakehouse)
     if not store.exists("gold/iterations"):
         return 0
@@ -113,7 +127,7 @@ def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", win
     The panel (default: ``choose_panel`` for ``paths``) is in the run tags, its file kept under state/."""
     from serm_dagster.cli import ingest_landing
     from serm_dagster.jobs import seed_model_job
-    from serm_dagster.registry import CHAMPION, Registry
+    from serm_dagster.registry import CHAMPION
     from serm_dagster.resources import MiningSettings
 
     mining = resource_overrides.pop("mining_settings", None) or MiningSettings(window_days=window_days)
@@ -126,23 +140,30 @@ def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", win
     if Registry.under(paths.home).alias_version(CHAMPION) is None:
         started = time.perf_counter()
         ingest_landing(paths, plan.before, echo=lambda *_: None)
-        _materialize(seed_model_job.selection, resources, {**tags, "serm/reason": "seed model"})
+        # as of the history's last day, even when later days are ingested already
+        _materialize(seed_model_job.selection, as_of(resources, plan.before[-1]), {**tags, "serm/reason": "seed model"})
         how = "adopted" if resources["model_settings"].seed_model_from else "trained on the seed judgments"
         echo(f"seed model {how} ({time.perf_counter() - started:.0f}s; "
              f"history {plan.before[0]}..{plan.before[-1]})")
     return plan, resources, tags
 
 
+def as_of(resources: dict, day: str) -> dict:
+    """``resources`` with the iteration's window ending at ``day`` (``MiningSettings.window_end``): drift, mining
+    and evaluation read nothing dated after it, whatever later days are ingested already."""
+    return {**resources, "mining_settings": _with(resources["mining_settings"], window_end=day)}
+
+
 def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
            echo: Callable[[str], None] = print, panel: Panel | None = None, **resource_overrides) -> pd.DataFrame:
-    """Run (or resume) ``iterations`` SERM iterations over the newest windows of ``landing/``.
+    """Run (or resume) ``iterations`` SERM iterations over the newest windows of ``landing/``, each as of its
+    window's end (so days ingested ahead of the replay are not read).
 
     Idempotent: days already ingested are replaced by the same rows, the seed model is trained once,
     and iterations already recorded in ``gold/iterations`` are not run again. Returns that table.
     """
     from serm_dagster.cli import ingest_landing
     from serm_dagster.jobs import iteration_job
-    from serm_dagster.storage import DeltaStore
 
     plan, resources, tags = prepare(paths, iterations, strategy, window_days, echo, panel, **resource_overrides)
     done = completed_iterations(paths)
@@ -151,13 +172,14 @@ def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", wind
             continue
         started = time.perf_counter()
         ingest_landing(paths, window, echo=lambda *_: None, reference_if_changed=True)
-        _materialize(iteration_job.selection, resources,
+        _materialize(iteration_job.selection, as_of(resources, window[-1]),
                      {**tags, "serm/reason": f"iteration {number} over {window[0]}..{window[-1]}"},
                      after_rejection=["gold/iterations"])
         row = DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().set_index("iteration").loc[number]
-        echo(f"iteration {number} [{strategy}] {window[0]}..{window[-1]}: mined {row['mined']}, accepted "
-             f"{row['accepted']}, model v{row['model_before']} -> v{row['model_after']} "
-             f"({'promoted' if row['promoted'] else 'challenger rejected'}), evolving NDCG@1 "
+        # the window the iteration mined, as gold/iterations recorded it from gold/mined_samples
+        echo(f"iteration {number} [{strategy}] {row['window_start']}..{row['window_end']}: mined {row['mined']}, "
+             f"accepted {row['accepted']}, model v{row['model_before']} -> v{row['model_after']} "
+             f"({'promoted' if row['promoted'] else 'challenger rejected'}), test part: evolving NDCG@1 "
              f"{row['evolving_ndcg1']:.1f}, static {row['static_ndcg1']:.1f} ({time.perf_counter() - started:.0f}s)")
     return DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().sort_values("iteration") \
         .reset_index(drop=True)
@@ -188,8 +210,7 @@ def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,
     CPU threads (the arms write to separate folders; their Dagster runs share one instance). ``panel``
     (default: ``choose_panel`` for ``paths``) is the SERM arm's; the self-training arm has no judges."""
     from assets.training import SEED_ALIAS
-    from serm_dagster.registry import Registry
-    from serm_dagster.resources import ModelSettings
+    from serm_dagster.resources import ModelSettings, SparkResource
 
     seeds_file = paths.home / "compare" / "seeds.json"
     seeds_file.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +246,7 @@ def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,
                                  initializer=_arm_process, initargs=(threads,)) as pool:
             for future in [pool.submit(_run_arm, *job) for job in jobs]:
                 future.result()  # an arm's failure is raised here
-    return comparison_rows(paths, seeds)
+    return comparison_rows(paths, seeds, SparkResource().get_session(), base)
 
 
 def _with(settings, **changes):
@@ -256,36 +277,110 @@ def compared_seeds(paths: SermPaths) -> tuple[int, ...]:
     return tuple(json.loads(seeds_file.read_text())) if seeds_file.exists() else ()
 
 
-def comparison_rows(paths: SermPaths, seeds: tuple[int, ...]) -> pd.DataFrame:
-    """Per seed, arm, iteration (0 = the seed model), test set and slice: NDCG@1, NDCG@4 and accuracy of
-    the model serving after that iteration, read from each arm's ``gold/iterations`` and ``gold/evaluations``."""
-    from serm_dagster.storage import DeltaStore
+@dataclass(frozen=True)
+class ArmRun:
+    """One arm of one training seed: its data folder and the version serving after each iteration (0 = the
+    seed model)."""
 
-    rows = []
+    seed: int
+    arm: str
+    paths: SermPaths
+    served: list[tuple[int, str]]
+    last_window_end: date
+
+
+def arm_runs(paths: SermPaths, seeds: tuple[int, ...]) -> list[ArmRun]:
+    """The evolving arms run so far (those with a ``gold/iterations`` record)."""
+    runs = []
     for seed in seeds:
         for arm in ("serm", "self-training"):
-            store = DeltaStore(arm_paths(paths, arm, seed, seeds).lakehouse)
-            if not store.exists("gold/iterations"):
+            home = arm_paths(paths, arm, seed, seeds)
+            store = DeltaStore(home.lakehouse)
+            if not store.exists(table_name(ITERATIONS)):
                 continue
-            history = store.read_arrow("gold/iterations").to_pandas().sort_values("iteration")
-            evaluations = store.read_arrow("gold/evaluations").to_pandas()
+            history = store.read_arrow(table_name(ITERATIONS)).to_pandas().sort_values("iteration")
             served = [(0, str(history["model_before"].iat[0]))] + \
                 [(int(r.iteration), str(r.model_after)) for r in history.itertuples()]
-            def evaluated(version: str) -> pd.DataFrame:
-                # one evaluation per version: re-evaluating a version replaces its partition
-                return evaluations[evaluations["model_version"] == version]
+            runs.append(ArmRun(seed, arm, home, served, history["window_end"].max()))
+    return runs
 
-            for iteration, version in served:
-                rows.append(evaluated(version).assign(seed=seed, arm=arm, iteration=iteration, model_version=version))
-            if arm == "serm":  # the frozen seed model serves at every iteration of its arm
-                seed_version = served[0][1]
-                rows += [evaluated(seed_version).assign(seed=seed, arm="seed", iteration=i, model_version=seed_version)
-                         for i in range(len(served))]
-    if not rows:
-        return pd.DataFrame()
-    columns = ["seed", "arm", "iteration", "model_version", "test_set", "slice_type", "slice", "metric", "value",
-               "n_queries"]
-    return pd.concat(rows, ignore_index=True)[columns]
+
+def final_evaluations(run: ArmRun, windows: TestWindows, session, model_settings, run_id: str) -> dict:
+    """version -> its evaluation rows on this home's test pairs as of ``windows.as_of``: stored rows where the
+    version was scored on these very pairs (a version's scores on given pairs never change), else scored now,
+    once, and stored in the home's gold/evaluations like any other evaluation."""
+    store, registry = DeltaStore(run.paths.lakehouse), Registry.under(run.paths.home)
+    tests = TestPairs.read(session, store, windows)
+    found, scored = {}, []
+    for version in dict.fromkeys(v for _, v in run.served):
+        found[version] = evaluation_on(store, version, tests.digest)
+        if found[version] is None:
+            found[version] = score_version(model_settings.scorer(registry.model_dir(version)), tests, version,
+                                           "", run_id)
+            scored.append(found[version])
+    if scored:
+        store.write(table_name(EVALUATIONS), evaluation_table(scored), partition_by=["model_version"],
+                    replace=evaluation_replace(store, [t["model_version"].iat[0] for t in scored], tests.digest),
+                    lineage={"dagster_run_id": run_id, "asset_key": table_name(EVALUATIONS),
+                             "written_by": table_name(EVOLUTION_REPORT), "test_pairs_digest": tests.digest})
+    return found
+
+
+REPORT_COLUMNS = ["seed", "arm", "iteration", "model_version", "test_set", "part", "slice_type", "slice", "metric",
+                  "value", "n_queries", "as_of", "test_pairs_digest"]
+
+
+def comparison_rows(paths: SermPaths, seeds: tuple[int, ...], session, model_settings,
+                    run_id: str = "comparison") -> pd.DataFrame:
+    """Per seed, arm, iteration (0 = the seed model), test set and slice (overall, family, language, query):
+    NDCG@1, NDCG@4 and accuracy of the model serving after that iteration, all on ONE held-out set: the test
+    parts as of the stream's last window end. Earlier champions, evaluated as of their own windows, are
+    scored on it here (see ``final_evaluations``)."""
+    runs = arm_runs(paths, seeds)
+    if not runs:
+        return pd.DataFrame(columns=REPORT_COLUMNS)
+    windows = TestWindows(model_settings.evolving_days, max(r.last_window_end for r in runs),
+                          model_settings.validation_share)
+    rows = []
+    for run in runs:
+        evaluated = final_evaluations(run, windows, session, model_settings, run_id)
+        shown = [(run.arm, i, v) for i, v in run.served]
+        if run.arm == "serm":  # the frozen seed model serves at every iteration of its arm
+            shown += [("seed", i, run.served[0][1]) for i, _ in run.served]
+        for arm, iteration, version in shown:
+            table = evaluated[version]
+            rows.append(table[table["part"] == TEST].assign(seed=run.seed, arm=arm, iteration=iteration))
+    return pd.concat(rows, ignore_index=True)[REPORT_COLUMNS]
+
+
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
+CONTRASTS = (("serm", "self-training"), ("serm", "seed"))
+DIFFERENCE_COLUMNS = ["contrast", "mean", "low", "high", "n_queries", "seeds"]
+
+
+def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
+    """SERM minus self-training and SERM minus the seed model, NDCG@1 on the evolving test part after the last
+    iteration: the mean over training seeds, with a paired bootstrap 95% interval over queries (per query the
+    difference averaged over seeds; queries resampled with replacement, 2,000 times, a fixed rng seed)."""
+    last = rows[(rows["slice_type"] == QUERY_SLICE) & (rows["test_set"] == "evolving") & (rows["metric"] == "ndcg@1")
+                & (rows["iteration"] == rows["iteration"].max())]
+    by_arm = last.pivot_table(index=["seed", "slice"], columns="arm", values="value", aggfunc="first")
+    out = []
+    for arm, baseline in CONTRASTS:
+        if arm not in by_arm or baseline not in by_arm:
+            continue
+        per_query = (by_arm[arm] - by_arm[baseline]).dropna().groupby(level="slice").mean()
+        stats = paired_bootstrap(per_query, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+        out.append({"contrast": f"{arm} - {baseline}", **stats,
+                    "seeds": int(by_arm[[arm, baseline]].dropna().index.get_level_values("seed").nunique())})
+    return pd.DataFrame(out, columns=DIFFERENCE_COLUMNS)
+
+
+def differences_text(differences: pd.DataFrame) -> str:
+    """One line per contrast, as `serm report` prints it."""
+    return "\n".join(f"{r.contrast}: {r.mean:+.2f} NDCG@1 points (95% CI {r.low:+.2f} .. {r.high:+.2f}; "
+                     f"{r.n_queries} queries, {r.seeds} seeds; evolving test part, last iteration)"
+                     for r in differences.itertuples()) or "no paired difference: an arm is missing"
 
 
 def summary_table(rows: pd.DataFrame, slice_type: str = "overall") -> pd.DataFrame:

@@ -137,7 +137,11 @@ class ModelSettings(ConfigurableResource):
     seed_weight: float = Field(default=1.0, description="training weight of the seed (SFT) pairs")
     earlier_weight: float = Field(default=1.0, description="training weight of earlier iterations' labels")
     current_weight: float = Field(default=1.0, description="training weight of this iteration's labels")
-    evolving_days: int = Field(default=3, description="the evolving test set: the newest N days of test judgments")
+    evolving_days: int = Field(default=3, description="the evolving test set: the test judgments of the N days "
+                               "ending at the iteration's as-of day (its window's end)")
+    validation_share: float = Field(default=0.5, description="share of test queries (by a stable hash of the "
+                                    "normalised query) in the validation part promotion decides on; the rest is "
+                                    "the test part reports show")
     static_margin: float = Field(default=0.5, description="NDCG@1 points the static set may lose at promotion, "
                                  "against the seed model (so losses do not add up over iterations; see "
                                  "models.evaluation.promotion_decision)")
@@ -171,9 +175,12 @@ class ModelSettings(ConfigurableResource):
 
 
 class MiningSettings(ConfigurableResource):
-    """The newest window, the drift report and the miner's thresholds (see spark_jobs/mining.py)."""
+    """The iteration's window, the drift report and the miner's thresholds (see spark_jobs/mining.py)."""
 
-    window_days: int = Field(default=3, description="days in the newest window of the stream an iteration mines")
+    window_days: int = Field(default=3, description="days in the window of the stream an iteration mines")
+    window_end: str = Field(default="", description="the window's last day (ISO date), the iteration's as-of day: "
+                            "drift, mining and evaluation read nothing dated after it; '' = the newest ingested "
+                            "day of query logs. `serm evolve` sets it per replayed iteration")
     tau_u_ms: float = 30_000.0
     tau_c: float = 1.5
     tau_cm: float = 0.35

@@ -16,6 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.pandas import Check, Column, DataFrameSchema
 
+from models.metrics import TEST, VALIDATION
 from spark_jobs.landing import PARSE_ERROR, SOURCE_FILE, SOURCE_ROW
 
 EARLIEST_TS = pd.Timestamp("2000-01-01", tz="UTC")
@@ -370,12 +371,14 @@ TABLE_SCHEMAS.update({
     }),
     "gold/evaluations": _table("gold/evaluations", {
         "model_version": Column(str), "aliases": Column(str), "test_set": Column(str, Check.isin(["static", "evolving"])),
-        "slice_type": Column(str, Check.isin(["overall", "family", "language"])), "slice": Column(str),
+        "part": Column(str, Check.isin([VALIDATION, TEST])),
+        "slice_type": Column(str, Check.isin(["overall", "family", "language", "query"])), "slice": Column(str),
         "metric": Column(str, Check.isin(["ndcg@1", "ndcg@4", "accuracy"])),
         "value": Column("float64", Check.in_range(0, 100), nullable=True),
         "n_queries": Column("int64", Check.ge(0)), "n_pairs": Column("int64", Check.ge(0)),
         "dagster_run_id": Column(str), "judgments_version": Column("int64", nullable=True),
-        "test_pairs_digest": Column(str),
+        "test_pairs_digest": Column(str), "as_of": Column("datetime64[ns]", nullable=True),
+        "evaluated_at": Column("datetime64[ns, UTC]"),
     }),
     "gold/promotions": _table("gold/promotions", {
         "decided_at": Column("datetime64[ns, UTC]"), "dagster_run_id": Column(str),
@@ -443,7 +446,8 @@ TABLE_SCHEMAS["gold/iterations"] = DataFrameSchema({
 TABLE_SCHEMAS["gold/evolution_report"] = DataFrameSchema({
     "seed": Column("int64"), "arm": Column(str, Check.isin(["seed", "self-training", "serm"])),
     "iteration": Column("int64", Check.ge(0)), "model_version": Column(str),
-    "test_set": Column(str, Check.isin(["static", "evolving"])), "slice_type": Column(str), "slice": Column(str),
+    "test_set": Column(str, Check.isin(["static", "evolving"])), "part": Column(str, Check.isin([TEST])),
+    "slice_type": Column(str), "slice": Column(str),
     "metric": Column(str, Check.isin(["ndcg@1", "ndcg@4", "accuracy"])),
-    "value": Column("float64", Check.in_range(0, 100), nullable=True),
+    "value": Column("float64", Check.in_range(0, 100), nullable=True), "test_pairs_digest": Column(str),
 }, name="gold/evolution_report", coerce=True, strict=False)

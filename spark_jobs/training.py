@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from models.metrics import TEST, VALIDATION
 from spark_jobs.impressions import normalize_query
 
 
@@ -27,25 +29,40 @@ def labelled_pairs(judgments: DataFrame, documents: DataFrame) -> DataFrame:
 
 @dataclass(frozen=True)
 class TestWindows:
-    """How test judgments are split by when the pair was seen (``ts``).
+    """How test judgments are split by when the pair was seen (``ts``) and by query.
 
     static: up to the end of the seed period (the last seed judgment's day), or undated;
-    evolving: the newest ``evolving_days`` days of dated test judgments.
+    evolving: the ``evolving_days`` days of dated test judgments ending at ``as_of`` (the iteration's window
+    end; never a judgment dated after it), or ending at the newest dated test judgment when ``as_of`` is None.
+    Each set is cut by query into a ``validation`` part (``validation_share`` of the queries, what promotion
+    decides on) and a ``test`` part (what reports show).
     """
 
+    __test__ = False  # not a pytest class, despite its name
+
     evolving_days: int = 3
+    as_of: date | None = None
+    validation_share: float = 0.5
+
+
+def query_part(query: Column, validation_share: float) -> Column:
+    """``validation`` or ``test`` for a query: a stable hash (SHA-256) of the normalised query text, so the
+    same query falls in the same part in every test set, window and run."""
+    bucket = F.conv(F.substring(F.sha2(normalize_query(query), 256), 1, 8), 16, 10).cast("double") / float(16 ** 8)
+    return F.when(bucket < F.lit(float(validation_share)), F.lit(VALIDATION)).otherwise(F.lit(TEST))
 
 
 def split_test_sets(pairs: DataFrame, windows: TestWindows = TestWindows()) -> DataFrame:
-    """Test pairs with a ``test_set`` column: ``static`` or ``evolving`` (others are dropped)."""
+    """Test pairs with ``test_set`` (``static`` or ``evolving``; others are dropped) and ``part``."""
     seed_end = pairs.where("split = 'seed' AND ts IS NOT NULL").agg(F.max(F.to_date("ts")).alias("d")).collect()[0]["d"]
     test = pairs.where("split = 'test'").withColumn("day", F.to_date("ts"))
-    newest = test.agg(F.max("day").alias("d")).collect()[0]["d"]
-    evolving_start = F.date_sub(F.lit(newest), windows.evolving_days - 1) if newest else None
+    as_of = windows.as_of or test.agg(F.max("day").alias("d")).collect()[0]["d"]
     static = F.col("day").isNull()
     if seed_end is not None:
         static = static | (F.col("day") <= F.lit(seed_end))
     label = F.when(static, F.lit("static"))
-    if evolving_start is not None:
-        label = label.when(F.col("day") >= evolving_start, F.lit("evolving"))
-    return test.withColumn("test_set", label).where("test_set IS NOT NULL").drop("day")
+    if as_of is not None:
+        evolving = F.col("day").between(F.date_sub(F.lit(as_of), windows.evolving_days - 1), F.lit(as_of))
+        label = label.when(evolving, F.lit("evolving"))
+    return (test.withColumn("test_set", label).where("test_set IS NOT NULL")
+            .withColumn("part", query_part(F.col("query"), windows.validation_share)).drop("day"))

@@ -4,14 +4,15 @@ Real Spark, Delta, MLflow (SQLite), DuckDB and Dagster materializations; the emb
 packaged MiniLM for their similarity view.
 """
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from models.backbone import tiny_backbone
-from serm_dagster.cli import app
+from serm_dagster.cli import app, ingest_landing
 from serm_dagster.registry import Registry
-from serm_dagster.evolution import compare, comparison_rows, evolve, plan_windows, summary_table
-from serm_dagster.resources import MiningSettings, ModelSettings
+from serm_dagster.evolution import compare, comparison_rows, evolve, paired_differences, plan_windows, summary_table
+from serm_dagster.resources import MiningSettings, ModelSettings, SparkResource
 from serm_dagster.settings import SermPaths
 from serm_dagster.simulator import SimulationConfig, simulate
 from serm_dagster.storage import DeltaStore
@@ -29,7 +30,8 @@ def test_plan_cuts_the_newest_days_into_windows():
 @pytest.fixture(scope="module")
 def stream_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("evolve")
-    simulate(home, SimulationConfig(days=7, queries_per_day=80, seed=3, seed_days=3, evolving_window_days=2,
+    # evolving test judgments dated over both windows (days 4-7), so iteration 1's gate has its own
+    simulate(home, SimulationConfig(days=7, queries_per_day=80, seed=3, seed_days=3, evolving_window_days=4,
                                     seed_judgments=300, test_judgments=120))
     return home
 
@@ -40,13 +42,46 @@ def settings(tiny: str) -> dict:
                                               embedding_sample_size=60)}
 
 
-def test_evolve_records_each_iteration_and_resumes_without_redoing_work(stream_home, tmp_path, monkeypatch):
+def evolving_pairs_judged(store, first: str, last: str) -> int:
+    """Test judgments dated first..last (ISO days)."""
+    judgments = store.read_arrow("bronze/judgments").to_pandas()
+    days = pd.to_datetime(judgments["ts"], utc=True).dt.strftime("%Y-%m-%d")
+    return int(((judgments["split"] == "test") & (days >= first) & (days <= last)).sum())
+
+
+def test_evolve_after_ingesting_every_day_replays_window_by_window(stream_home, tmp_path, monkeypatch):
+    """`serm ingest` (every day) then `serm evolve`: each iteration still mines its own window, and its gate
+    reads no test judgment dated after that window's end. Then resuming redoes nothing."""
     monkeypatch.setenv("DAGSTER_HOME", str(SermPaths.from_env(stream_home).ensure().dagster_home))
     paths = SermPaths.from_env(stream_home).ensure()
+    store = DeltaStore(paths.lakehouse)
+    ingest_landing(paths, echo=lambda *_: None)
+    assert str(store.read_arrow("bronze/query_logs", columns=["date"]).column("date").to_pandas().max()) == "2026-01-07"
     tiny = tiny_backbone(tmp_path / "tiny")
-    history = evolve(paths, iterations=2, strategy="agents", window_days=2, echo=lambda *_: None, **settings(tiny))
+    lines = []
+    history = evolve(paths, iterations=2, strategy="agents", window_days=2, echo=lines.append, **settings(tiny))
     assert history["iteration"].tolist() == [1, 2]
     assert history["window_end"].astype(str).tolist() == ["2026-01-05", "2026-01-07"]
+    mined = store.read_arrow("gold/mined_samples").to_pandas()
+    windows = {i: (str(f["window_start"].min()), str(f["window_end"].max())) for i, f in mined.groupby("iteration")}
+    assert windows == {1: ("2026-01-04", "2026-01-05"), 2: ("2026-01-06", "2026-01-07")}
+    assert sorted(store.read_arrow("gold/drift_reports").to_pandas()["window_end"].astype(str).unique()) == \
+        ["2026-01-05", "2026-01-07"]
+    assert any(line.startswith("iteration 1 [agents] 2026-01-04..2026-01-05:") for line in lines)
+    assert any(line.startswith("iteration 2 [agents] 2026-01-06..2026-01-07:") for line in lines)
+    # iteration 1's gate: the challenger's evaluation as of 2026-01-05 holds the evolving pairs judged on days
+    # 4-5 (3 evolving days, day 3 is the static seed period), none of the later ones already ingested
+    evaluations = store.read_arrow("gold/evaluations").to_pandas()
+    gate = evaluations[(evaluations["model_version"] == history["challenger"].iat[0])
+                       & (evaluations["as_of"].astype(str) == "2026-01-05") & (evaluations["slice_type"] == "overall")
+                       & (evaluations["metric"] == "ndcg@1") & (evaluations["test_set"] == "evolving")]
+    assert set(gate["part"]) == {"validation", "test"}
+    assert gate["n_pairs"].sum() == evolving_pairs_judged(store, "2026-01-04", "2026-01-05") > 0
+    assert evolving_pairs_judged(store, "2026-01-06", "2026-01-07") > 0  # judged later, and ingested already
+    # and it decided on the validation part of that evaluation
+    validation = gate.set_index("part")["value"]["validation"]
+    reason = Registry.under(stream_home).version_tags(history["challenger"].iat[0])["promotion_reason"]
+    assert f"{validation:.2f}" in reason or reason.startswith("static NDCG@1")
     assert (history["mined"] > 0).all() and (history["accepted"] <= history["mined"]).all()
     assert history["model_before"].iat[0] == "1" and history["strategy"].eq("agents").all()
     assert {"drift", "mine", "annotate", "train", "evaluate"} <= set(eval(history["stage_seconds"].iat[1]))
@@ -89,15 +124,43 @@ def test_compare_runs_the_arms_and_reports(stream_home, tmp_path, monkeypatch):
     assert (by_arm["serm"] - by_arm["self-training"]).abs().max() < 1e-9
     adopted = Registry.under(stream_home / "compare" / "seed13" / "self-training")
     assert adopted.client().get_run(adopted.version_tags("1")["mlflow_run_id"]).data.params["adopted"] == "True"
-    table = summary_table(comparison_rows(paths, (13,)))
+    # every arm's served model after each iteration on the same held-out pairs: the test parts as of the last
+    # window's end; earlier champions (evaluated as of their own windows) were scored on them once, and stored
+    assert set(rows["part"]) == {"test"} and set(rows["as_of"].astype(str)) == {"2026-01-07"}
+    assert rows["test_pairs_digest"].nunique() == 1
+    assert {"query", "overall", "family"} <= set(rows["slice_type"])
+    evaluations = {arm: DeltaStore(stream_home / "compare" / "seed13" / arm / "lakehouse") if arm != "serm" else
+                   DeltaStore(stream_home / "lakehouse") for arm in ("serm", "self-training")}
+    versions = {arm: store.version("gold/evaluations") for arm, store in evaluations.items()}
+    digest = rows["test_pairs_digest"].iat[0]
+    for arm, store in evaluations.items():
+        stored = store.read_arrow("gold/evaluations").to_pandas()
+        served = set(rows.loc[rows["arm"] == arm, "model_version"])
+        assert served <= set(stored.loc[stored["test_pairs_digest"] == digest, "model_version"])
+    session = SparkResource().get_session()
+    again = comparison_rows(paths, (13,), session, settings(tiny)["model_settings"])
+    assert {arm: store.version("gold/evaluations") for arm, store in evaluations.items()} == versions  # reused
+    table = summary_table(again)
     assert {"evolving ndcg@1", "static ndcg@1", "evolving accuracy"} <= set(table.columns)
+    differences = paired_differences(again).set_index("contrast")
+    assert set(differences.index) == {"serm - self-training", "serm - seed"}
+    assert (differences["low"] <= differences["mean"]).all() and (differences["mean"] <= differences["high"]).all()
+    last = again[(again["iteration"] == 2) & (again["test_set"] == "evolving") & (again["metric"] == "ndcg@1")]
+    overall = last[last["slice_type"] == "overall"].groupby("arm")["value"].first()
+    # the mean per-query difference is the difference of the overall NDCG@1 (both average the same queries)
+    assert differences.at["serm - seed", "mean"] == pytest.approx(overall["serm"] - overall["seed"])
+    assert differences.at["serm - seed", "n_queries"] == last[(last["slice_type"] == "overall")]["n_queries"].iat[0]
 
     runner = CliRunner()
     materialized = runner.invoke(app, ["report"])
     assert materialized.exit_code == 1 and "serm evolve --compare" in materialized.output
     from serm_dagster.cli import materialize_selection
 
-    materialize_selection(paths, ["gold/evolution_report"])
+    report = materialize_selection(paths, ["gold/evolution_report"])
+    assert {arm: store.version("gold/evaluations") for arm, store in evaluations.items()} == versions
+    meta = next(m for m in report.get_asset_materialization_events()).materialization.metadata
+    assert "serm - self-training" in meta["paired_differences"].value and meta["as_of"].value == "2026-01-07"
     shown = runner.invoke(app, ["report"])
     assert shown.exit_code == 0 and "self-training" in shown.output and "evolution_ndcg1.png" in shown.output
+    assert "serm - self-training: " in shown.output and "95% CI" in shown.output and "2026-01-07" in shown.output
     assert (stream_home / "reports" / "evolution_ndcg1.png").stat().st_size > 1000

@@ -71,7 +71,13 @@ def test_seed_model_is_registered_evaluated_and_becomes_champion(trained_home):
     assert "evolving_ndcg_at_1" in run_data.metrics and "static_ndcg_at_1" in run_data.metrics
     evaluation = store.read_arrow("gold/evaluations").to_pandas()
     assert set(evaluation["test_set"]) == {"static", "evolving"}
-    assert set(evaluation["slice_type"]) == {"overall", "family", "language"}
+    assert set(evaluation["slice_type"]) == {"overall", "family", "language", "query"}
+    assert set(evaluation["part"]) == {"validation", "test"}
+    # as of the newest ingested day (no window_end set); each query's pairs in one part of its set
+    newest = store.read_arrow("bronze/query_logs", columns=["date"]).column("date").to_pandas().max()
+    assert set(evaluation["as_of"]) == {newest}
+    queries = evaluation[evaluation.slice_type == "query"].drop_duplicates(["test_set", "part", "slice"])
+    assert not queries.duplicated(["test_set", "slice"]).any()
     assert set(evaluation["metric"]) == {"ndcg@1", "ndcg@4", "accuracy"}
     assert set(evaluation["model_version"]) == {"1"}
     overall = evaluation[(evaluation.slice_type == "overall") & (evaluation.metric == "ndcg@1")]
@@ -211,6 +217,12 @@ def test_promotion_refuses_a_worse_model(trained_home):
     evaluated = next(m for m in result.get_asset_materialization_events()
                      if m.asset_key.to_user_string() == "gold/evaluations").materialization
     assert evaluated.metadata["evaluated"].value == ["2"]  # the champion's rows on the same test pairs are reused
+    # the gate read the validation parts, not the test parts the reports show
+    rows = store.read_arrow("gold/evaluations").to_pandas()
+    headline = rows[(rows.model_version == "2") & (rows.slice_type == "overall") & (rows.metric == "ndcg@1")
+                    & (rows.test_set == "evolving")].set_index("part")["value"]
+    assert check.metadata["challenger_evolving"].value == pytest.approx(headline["validation"])
+    assert headline["validation"] != headline["test"]
     assert registry.alias_version(CHAMPION) == "1"
     assert registry.version_tags("2")["promotion_decision"] == "reject"
     # blocked: gold/promotions did not run, so its history has only the seed model's decision

@@ -347,3 +347,49 @@ def test_promotion_guards_the_static_set_against_the_seed_model():
     assert promotion_decision(headline_rows(92.0, 94.2), champion, 0.5).promote
     alone = promotion_decision(headline_rows(92.0, 94.0), champion, 0.5)
     assert not alone.promote and "champion" in alone.reason
+
+
+def test_promotion_reads_only_the_validation_parts():
+    """A challenger that wins on the test part the report shows but loses on the validation part is rejected:
+    the model is chosen on pairs the report never shows."""
+    from models.evaluation import promotion_decision
+
+    def parts(validation: tuple[float, float], test: tuple[float, float]) -> pd.DataFrame:
+        return pd.concat([headline_rows(*validation).assign(part="validation"),
+                          headline_rows(*test).assign(part="test")], ignore_index=True)
+
+    champion = parts((90.0, 95.0), (90.0, 95.0))
+    flattered = promotion_decision(parts((89.0, 95.0), (99.0, 95.0)), champion, 0.5, champion)
+    assert not flattered.promote and flattered.challenger_evolving == 89.0
+    better = promotion_decision(parts((91.0, 95.0), (80.0, 90.0)), champion, 0.5, champion)
+    assert better.promote and better.challenger_static == 95.0
+
+
+def test_per_query_rows_and_parts_of_an_evaluation():
+    from models.evaluation import metrics_by_set, query_values
+
+    scored = pd.DataFrame({"query": ["a", "a", "b", "b", "c", "c"], "language": ["en", "en", "de", "de", "en", "en"],
+                           "doc_id": ["1", "2"] * 3, "label": [3, 0, 0, 2, 0, 0],
+                           "score": [1.0, 2.0, 0.0, 1.0, 0.0, 1.0], "pred_label": [3, 0, 0, 2, 0, 0], "test_set": "evolving",
+                           "part": ["validation"] * 2 + ["test"] * 4})
+    table = metrics_by_set(scored)
+    assert set(table["part"]) == {"validation", "test"}
+    test_part = query_values(table, "evolving", "test")
+    assert test_part.to_dict() == {("de", "b"): 100.0}  # query c has no relevant document: no NDCG
+    assert query_values(table, "evolving", "validation").to_dict() == {("en", "a"): 0.0}
+    overall = table[(table.slice_type == "overall") & (table.metric == "ndcg@1")].set_index("part")["value"]
+    assert overall.to_dict() == {"test": 100.0, "validation": 0.0}
+
+
+def test_paired_bootstrap_is_reproducible_and_covers_the_mean():
+    from models.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    gains = pd.Series(rng.normal(3.0, 10.0, size=200))
+    first, again = paired_bootstrap(gains, 2000, seed=0), paired_bootstrap(gains, 2000, seed=0)
+    assert first == again and first["n_queries"] == 200
+    assert first["low"] < first["mean"] < first["high"]
+    # the interval's width is about 2 x 1.96 x the standard error of the mean
+    assert (first["high"] - first["low"]) == pytest.approx(2 * 1.96 * gains.std() / np.sqrt(200), rel=0.15)
+    assert paired_bootstrap(pd.Series([2.0] * 50)) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n_queries": 50}
+    assert paired_bootstrap(pd.Series(dtype=float))["n_queries"] == 0
