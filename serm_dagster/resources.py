@@ -137,8 +137,10 @@ class ModelSettings(ConfigurableResource):
     seed_weight: float = Field(default=1.0, description="training weight of the seed (SFT) pairs")
     earlier_weight: float = Field(default=1.0, description="training weight of earlier iterations' labels")
     current_weight: float = Field(default=1.0, description="training weight of this iteration's labels")
-    evolving_days: int = Field(default=3, description="the evolving test set: the test judgments of the N days "
-                               "ending at the iteration's as-of day (its window's end)")
+    evolving_days: int = Field(default=9, description="the evolving test set: the test judgments of the N days "
+                               "ending at the iteration's window end (never later). 9: the three 3-day windows of a "
+                               "comparison, so iteration k's gate sees the judgments of windows 1..k and the report "
+                               "all of them")
     validation_share: float = Field(default=0.5, description="share of test queries (by a stable hash of the "
                                     "normalised query) in the validation part promotion decides on; the rest is "
                                     "the test part reports show")

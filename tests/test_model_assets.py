@@ -11,6 +11,7 @@ from assets.evaluation import evaluation_assets, evaluation_checks
 from assets.ingest import ingest_assets
 from assets.mining import mining_assets
 from assets.training import training_assets, training_checks
+from models.agents.embedded import DEFAULT_AGENTS
 from serm_dagster.checks import table_checks
 from serm_dagster.cli import ingest_landing
 from serm_dagster.definitions import asset_keys
@@ -152,7 +153,7 @@ def truth_labels(home) -> pd.DataFrame:
 
 
 def test_annotator_labels_mined_pairs_reliably_and_analytics_show_agreement(trained_home, monkeypatch):
-    """The embedded panel (knowledge, semantic, behaviour) labels the mined pairs: at least 40% accepted,
+    """The embedded panel (knowledge, features, behaviour) labels the mined pairs: at least 40% accepted,
     at least 85% of accepted labels right against the simulator's hidden truth (read only here)."""
     result = run(trained_home, ["gold/agent_votes", "gold/agent_labels", "gold/consensus_labels",
                                 "analytics/agent_agreement"])
@@ -163,7 +164,7 @@ def test_annotator_labels_mined_pairs_reliably_and_analytics_show_agreement(trai
     consensus = store.read_arrow("gold/consensus_labels").to_pandas()
     votes = store.read_arrow("gold/agent_votes").to_pandas()
     labels = store.read_arrow("gold/agent_labels").to_pandas()
-    assert set(votes["agent"]) == {"knowledge", "semantic", "behaviour"}
+    assert set(votes["agent"]) == set(DEFAULT_AGENTS)
     assert set(consensus["iteration"]) == {1} and (consensus["language_family"] != "").all()
     truth = truth_labels(trained_home)
     judged = consensus.merge(truth, on=["query", "language", "doc_id"], suffixes=("", "_true"))
@@ -195,7 +196,7 @@ def test_annotator_labels_mined_pairs_reliably_and_analytics_show_agreement(trai
     named = runner.invoke(app, ["sql", "pairwise_kappa"])
     assert named.exit_code == 0 and "knowledge" in named.output
     query = runner.invoke(app, ["sql", "SELECT agent, count(*) AS n FROM agent_votes GROUP BY agent ORDER BY agent"])
-    assert query.exit_code == 0 and "behaviour" in query.output and "semantic" in query.output
+    assert query.exit_code == 0 and "behaviour" in query.output and "features" in query.output
     refused = runner.invoke(app, ["sql", "DROP TABLE agent_votes"])
     assert refused.exit_code != 0
 

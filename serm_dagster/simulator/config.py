@@ -20,7 +20,7 @@ class SimulationConfig:
     scenario: str = "default"           # a key of SCENARIOS ("default", "none", "sudden", ...)
     results_per_query: int = 10
     seed_days: int = 4                  # the "seed period" at the start
-    evolving_window_days: int = 3       # the newest window at the end
+    evolving_window_days: int = 9       # the evolving test set's days: the three 3-day windows at the end
     seed_judgments: int = 3000          # judged pairs in the seed set
     test_judgments: int = 1500          # judged pairs in EACH test set (static, evolving)
     # --- extra knobs (defaults are what the project uses) ---

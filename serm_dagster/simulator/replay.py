@@ -76,7 +76,7 @@ class ReplayConfig:
     seed: int = 7
     start_date: str = "2026-01-01"      # first day, ISO date (UTC)
     seed_days: int = 4                  # the seed period at the start
-    evolving_window_days: int = 3       # the newest window, the evolving test set's days
+    evolving_window_days: int = 9       # the evolving test set's days: the three 3-day windows at the end
     results_per_query: int = 10         # documents shown per request at most
     seed_fraction: float = 0.4          # of the queries: seed set
     static_fraction: float = 0.25       # static test set (seed-period groups, held out by query)
