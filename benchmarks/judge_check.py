@@ -21,10 +21,10 @@ import pandas as pd
 
 from assets.annotation import embedded_panel
 from assets.ingest import BRONZE_CATALOG
-from assets.mining import BEHAVIOUR, MINED_SAMPLES, newest_window, pair_behaviour
+from assets.mining import BEHAVIOUR, MINED_SAMPLES, iteration_window, pair_behaviour
 from models.agents import annotate
 from models.agents.embedded import normalize_query, pairs_to_judge
-from serm_dagster.resources import AnnotatorSettings, build_spark_session
+from serm_dagster.resources import AnnotatorSettings, MiningSettings, build_spark_session
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
 from serm_dagster.tables import table_name
@@ -42,7 +42,7 @@ def judged_pairs(session, store, window_days: int, sample: int, mined: bool, see
         frame = store.read_arrow(table_name(MINED_SAMPLES)).to_pandas()
         frame = frame[frame["iteration"] == frame["iteration"].max()]
         return frame, (frame["window_start"].min(), frame["window_end"].max())
-    start, end = newest_window(store, window_days)
+    start, end = iteration_window(store, MiningSettings(window_days=window_days))
     _, _, pairs = pair_behaviour(session, store, start, end)
     frame = pairs.toPandas()
     return frame.sample(min(sample, len(frame)), random_state=seed), (start, end)

@@ -39,6 +39,8 @@ def simulate(
     queries_per_day: Optional[int] = typer.Option(None, help="queries issued per day [default: 2000; a replay 300]"),
     seed: Optional[int] = typer.Option(None, help="random seed (the stream is deterministic for a seed) [default: 7]"),
     start_date: Optional[str] = typer.Option(None, help="first day (ISO date) [default: 2026-01-01]"),
+    evolving_days: Optional[int] = typer.Option(None, help="the evolving test set's last days, the comparison's "
+                                                "windows [default: 9]; --days must hold the seed period and them"),
     drift_strength: Optional[float] = typer.Option(None, help="0 = stationary, 1 = default drift, 2 = strong"),
     scenario: Optional[str] = typer.Option(None, help="drift scenario and catalogue style: default, none, sudden, "
                                            "no-category (no category attribute, other attribute names, no glossary)"),
@@ -51,7 +53,8 @@ def simulate(
 ):
     """Write a drifting product-search stream into SERM_HOME/landing/: the embedded simulator's, or a replay of a
     judged set (--from-judgments) as a drifting stream."""
-    given = {"days": days, "queries_per_day": queries_per_day, "seed": seed, "start_date": start_date}
+    given = {"days": days, "queries_per_day": queries_per_day, "seed": seed, "start_date": start_date,
+             "evolving_window_days": evolving_days}
     simulator_only = {"drift_strength": drift_strength, "scenario": scenario, "seed_judgments": seed_judgments,
                       "test_judgments": test_judgments}
     if from_judgments is not None:

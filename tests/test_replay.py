@@ -182,7 +182,7 @@ def test_esci_slice_reads_and_replays(esci_slice, tmp_path):
     assert attrs.map(lambda a: " > " in a.get("category", " > ")).all() and attrs.map(lambda a: "brand" in a).any()
     assert (catalog["description"].str.len() > 0).mean() > 0.9  # bullet points stand in for empty descriptions
     summary = replay(tmp_path / "home", load_judged_set(esci_slice), ReplayConfig(days=8, queries_per_day=40,
-                                                                                      seed_days=2))
+                                                                                      seed_days=2, evolving_window_days=3))
     jobs = summary["counts"]["judgment_queries"]
     assert jobs["seed"] >= 1 and jobs["static"] >= 1 and jobs["evolving"] >= 1
     landing = tmp_path / "home" / "landing"
@@ -212,7 +212,8 @@ def test_serm_simulate_from_judgments(handmade, home):
     judgments, catalog = handmade
     runner = CliRunner()
     result = runner.invoke(app, ["simulate", "--from-judgments", str(judgments), "--catalog", str(catalog),
-                                 "--days", "7", "--queries-per-day", "30", "--seed", "3"])
+                                 "--days", "7", "--evolving-days", "3", "--queries-per-day", "30",
+                                 "--seed", "3"])
     assert result.exit_code == 0, result.output
     assert "log rows" in result.output and "judged queries seed 2, static 2, evolving 1" in result.output
     assert load_manifest(home)["source"]["format"] == "contract" and len(list((home / "landing" / "logs").iterdir())) == 7
