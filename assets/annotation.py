@@ -55,10 +55,11 @@ def seed_behaviour(session, store) -> pd.DataFrame:
 
 
 def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSettings, window_start,
-                   window_end) -> tuple[list, dict]:
+                   window_end, targets: list | None = None) -> tuple[list, dict]:
     """The default judges, learnt on the seed judgments (with the seed period's behaviour), knowing what the
-    glossary knew at the window's end (when there is one) and the window's clicks (to learn new words); and
-    their calibration (for lineage)."""
+    glossary knew at the window's end (when there is one) and the window's clicks (to learn new words),
+    their gates calibrated for the label mix of ``targets`` (the pairs to judge); and their calibration
+    (for lineage)."""
     glossary = store.read_arrow(table_name(BRONZE_GLOSSARY)).to_pandas() \
         if store.exists(table_name(BRONZE_GLOSSARY)) else None
     impressions = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language", "doc_id", "clicks"],
@@ -67,7 +68,7 @@ def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSet
         .to_pandas().groupby(["query", "language", "doc_id"], as_index=False)["clicks"].sum()
     agents = default_panel(catalog, glossary, seed_behaviour(session, store), as_of=window_end,
                            impressions=impressions, agents=settings.embedded_agents,
-                           judge_options=settings.judge_options)
+                           judge_options=settings.judge_options, targets=targets)
     return agents, panel_calibration(agents)
 
 
@@ -142,12 +143,12 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
         stats, panel = {"pairs": len(mined), "accepted": len(consensus), "new_calls": 0}, {SELF_TRAINING: "model"}
     else:
         catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
+        to_judge = pairs_to_judge(mined[[*PAIR, *BEHAVIOUR]], catalog, behaviour=mined[[*PAIR, *BEHAVIOUR]])
         agents, panel = embedded_panel(session, store, catalog, annotator_settings, mined["window_start"].min(),
-                                       window_end)
+                                       window_end, targets=to_judge)
         llm_agents = annotator_settings.llm_panel()
         agents = [*agents, *llm_agents]
         panel = {"calibration": panel, "config_keys": {a.name: a.config_key() for a in agents}}
-        to_judge = pairs_to_judge(mined[[*PAIR, *BEHAVIOUR]], catalog, behaviour=mined[[*PAIR, *BEHAVIOUR]])
         if llm_agents:  # the embedded judges read the knowledge themselves; an LLM reads it in its prompt
             to_judge = with_retrieved_knowledge(to_judge, panel_knowledge(agents))
         cache = SqliteVoteCache(lakehouse.paths.state / "agent_cache.sqlite")

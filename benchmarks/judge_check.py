@@ -73,10 +73,10 @@ def main() -> None:
     frame, (start, end) = judged_pairs(session, store, args.window_days, args.sample, args.mined, args.seed)
     catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
     settings = AnnotatorSettings(judge_options=options(args.set))
-    agents, calibration = embedded_panel(session, store, catalog, settings, start, end)
-    built = time.perf_counter() - started
     frame["query"] = frame["query"].map(normalize_query)
     to_judge = pairs_to_judge(frame[[*PAIR, *BEHAVIOUR]], catalog, behaviour=frame[[*PAIR, *BEHAVIOUR]])
+    agents, calibration = embedded_panel(session, store, catalog, settings, start, end, targets=to_judge)
+    built = time.perf_counter() - started
     result = annotate(to_judge, agents, settings.agreement())
     known = truth(paths.home)
     labels = result.agent_labels.merge(known, on=PAIR, how="left")
@@ -85,7 +85,8 @@ def main() -> None:
           f"{time.perf_counter() - started - built:.0f}s")
     for name, cal in calibration.items():
         if name != "catalogue_knowledge":
-            print(f"  {name}: gate {cal['thresholds']} out-of-fold accuracy {cal['oof_accuracy']} coverage {cal['oof_coverage']}")
+            print(f"  {name}: gate {cal['thresholds']} out-of-fold accuracy {cal['oof_accuracy']} coverage "
+                  f"{cal['oof_coverage']}, for the estimated label mix {cal['target_prior']}")
     print(f"  knowledge: {calibration.get('catalogue_knowledge', {}).get('vocabulary_keys')}")
     print(f"{'judge':<10} {'coverage':>9} {'accuracy':>9}")
     for agent, part in labels.groupby("agent"):

@@ -242,7 +242,7 @@ class AnnotatorSettings(ConfigurableResource):
                                        description="the embedded judges on the panel (no LLM needed)")
     judge_options: dict[str, dict[str, float]] = Field(
         default={}, description="per embedded judge, its numeric options (models/agents/embedded.py JUDGE_OPTIONS): "
-                                "min_accuracy (the out-of-fold accuracy a vote needs, default 0.8; features 0.7), folds (fold "
+                                "min_accuracy (the out-of-fold accuracy a vote needs: knowledge and features 0.6, behaviour 0.8), folds (fold "
                                 "models = reasoning paths, default 3), min_support (behaviour judge)")
     llm_agents: list[LlmAgentConfig] = Field(default=[], description="LLM judges added to the panel")
     n_paths: int = Field(default=3, description="reasoning paths per agent and pair (level 1)")

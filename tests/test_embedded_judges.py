@@ -19,7 +19,7 @@ from models.agents import AgreementSettings, annotate
 from models.agents.base import PairToJudge
 from models.agents.embedded import DEFAULT_AGENTS, default_panel, pairs_to_judge, panel_calibration
 from models.agents.knowledge import CatalogKnowledge, KnowledgeSettings
-from models.agents.learned import fit_gate, fit_learned, query_folds
+from models.agents.learned import estimate_prior, fit_gate, fit_learned, gate_weights, query_folds
 from models.agents.text import clean_document_text, value_parts
 
 PAIR = ["query", "language", "doc_id"]
@@ -129,6 +129,26 @@ def test_gate_votes_only_where_out_of_fold_predictions_were_right_often_enough()
     never = fit_gate(np.tile([0.25, 0.25, 0.25, 0.25], (2000, 1)) + np.eye(4)[rng.integers(0, 4, 2000)] * 0.01,
                      labels, min_accuracy=0.9)
     assert set(never.thresholds.values()) == {None} and never.coverage == 0.0
+
+
+def test_the_gate_is_calibrated_for_the_label_mix_of_the_pairs_it_will_judge():
+    """Seed pairs mostly label 3; a judge that confuses 1 with 3. For pairs that are mostly 1 its label-3
+    votes are often wrong, for pairs mixed like the seed they are right: the gate follows the target mix."""
+    rng = np.random.default_rng(4)
+    labels = rng.choice([1, 3], p=[0.1, 0.9], size=3000)
+    proba = np.full((3000, 4), 0.05)
+    says_three = (labels == 3) | (rng.random(3000) < 0.5)  # half the 1s read as 3
+    proba[np.arange(3000), np.where(says_three, 3, 1)] = 0.85
+    like_seed = fit_gate(proba, labels, min_accuracy=0.8, target_prior=np.array([0, 0.1, 0, 0.9]))
+    mostly_one = fit_gate(proba, labels, min_accuracy=0.8, target_prior=np.array([0, 0.9, 0, 0.1]))
+    assert like_seed.thresholds[3] is not None and mostly_one.thresholds[3] is None
+    assert mostly_one.thresholds[1] is not None and mostly_one.target_prior == (0.0, 0.9, 0.0, 0.1)
+    # no target mix: every label weighs the same in total (1 / its share)
+    weights = gate_weights(labels)
+    assert np.isclose(weights[labels == 1].sum(), weights[labels == 3].sum())
+    # the mix is estimated from probabilities a balanced model gives the pairs to judge
+    target = np.tile([0.1, 0.5, 0.1, 0.3], (500, 1))
+    assert np.allclose(estimate_prior(target, np.full(4, 0.25)), [0.1, 0.5, 0.1, 0.3])
 
 
 def test_folds_hold_whole_queries_and_a_judge_fitted_on_noise_abstains():

@@ -1,6 +1,7 @@
 """The static and evolving test sets, as of an iteration's window end, cut by query into validation and test
 parts (real Spark)."""
 
+import hashlib
 from datetime import date, datetime, timezone
 
 import pandas as pd
@@ -49,3 +50,16 @@ def test_parts_are_cut_by_query_with_a_stable_hash(spark):
         == {"validation"}
     assert set(split_test_sets(pairs, TestWindows(2, date(2026, 1, 6), validation_share=0.0)).toPandas()["part"]) \
         == {"test"}
+
+
+def test_a_set_cut_upstream_by_a_plain_hash_still_splits_in_two(spark):
+    """A judged set whose owner kept the queries whose plain SHA-256 falls in the lower half (as ESCI's
+    development part was cut) must not land whole in one part: the part's hash is salted."""
+    kept = [q for q in (f"lower half {i}" for i in range(400))
+            if int(hashlib.sha256(q.encode()).hexdigest()[:8], 16) / 16 ** 8 < 0.5][:80]
+    rows = [("seed q", "en", "d0", 1, "seed", datetime(2026, 1, 1, tzinfo=timezone.utc))]
+    rows += [(q, "en", "d1", 2, "test", datetime(2026, 1, 6, tzinfo=timezone.utc)) for q in kept]
+    pairs = spark.createDataFrame(pd.DataFrame(rows, columns=["query", "language", "doc_id", "label", "split", "ts"])
+                                  .assign(doc_text="text"))
+    split = split_test_sets(pairs, TestWindows(evolving_days=2, as_of=date(2026, 1, 6))).toPandas()
+    assert len(kept) == 80 and 0.3 < split["part"].eq("validation").mean() < 0.7
