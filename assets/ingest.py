@@ -105,8 +105,9 @@ def ingest_query_logs(context: AssetExecutionContext, spark: SparkResource, lake
     """Ingest the days of the run (one day, or a range in one run): each day's partition is replaced."""
     days = list(context.partition_keys)
     paths, store = lakehouse.paths, lakehouse.store
-    index = landing_index(paths.landing, paths.state / "landing_index.json")
-    logs, events = collect_query_logs(index, days)
+    limits = lakehouse.landing_limits()
+    index = landing_index(paths.landing, paths.state / "landing_index.json", limits)
+    logs, events = collect_query_logs(index, days, limits=limits)
     session = spark.get_session()
     replace = {"date": days}
     results = {}
@@ -137,7 +138,7 @@ def _reference_asset(name: str, bronze: AssetKey, quarantine: AssetKey, landing:
                                     description="rows in = rows kept + rows quarantined")],
     )
     def _ingest(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
-        batch = collect(getattr(lakehouse.paths, f"landing_{landing.path[-1]}"))
+        batch = collect(getattr(lakehouse.paths, f"landing_{landing.path[-1]}"), lakehouse.landing_limits())
         kept, rejected = bronze_frames(spark.get_session(), batch, types, keys, what)
         meta = {"landing_files": len(batch.files), "rows_in": batch.rows_in}
         kept_result = write_asset_table(context, lakehouse.store, bronze, kept, metadata=meta)

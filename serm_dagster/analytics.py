@@ -15,6 +15,10 @@ judgments          bronze/judgments           human-judged pairs (seed and test 
 A table that does not exist yet is registered empty with the right columns, and a table missing
 one of the expected columns gets it as NULLs, so every SQL file runs on a fresh lakehouse.
 
+``connect`` (what ``serm sql`` runs on) is a sandbox: a read-only DuckDB connection with external
+access disabled (no files, URLs or other databases), no extension installed or loaded, no Python
+variables scanned, its configuration locked. It reads the registered tables and nothing else.
+
 ``materialize_analytics`` writes ``SERM_HOME/analytics.duckdb``: copies of the four source tables,
 one table per analytic and ``_analytics_refreshed`` (when, and which Delta version of each source
 was read), so ``duckdb analytics.duckdb`` alone shows everything without Python.
@@ -23,6 +27,8 @@ was read), so ``duckdb analytics.duckdb`` alone shows everything without Python.
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -160,11 +166,31 @@ def _drop(con: "duckdb.DuckDBPyConnection", name: str) -> None:
         con.execute(f'DROP {"VIEW" if kind == "VIEW" else "TABLE"} IF EXISTS "{name}"')
 
 
+# What a query typed by a user may not do: reach files, URLs or other databases, install or load
+# extensions, read the caller's Python variables, or change any of this.
+SANDBOX_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "python_enable_replacements": False,
+    "lock_configuration": True,
+}
+
+
 def connect(store: "DeltaStore") -> "duckdb.DuckDBPyConnection":
-    """An in-memory DuckDB connection with the source tables registered by name."""
+    """A read-only, sandboxed DuckDB connection (``SANDBOX_CONFIG``) with the source tables registered by
+    name as Arrow views. DuckDB opens no in-memory database read-only, so the connection is on an empty
+    database file, removed as soon as it is open."""
     import duckdb
 
-    con = duckdb.connect()
+    folder = tempfile.mkdtemp(prefix="serm-sql-")
+    try:
+        empty = str(Path(folder) / "empty.duckdb")
+        duckdb.connect(empty).close()
+        con = duckdb.connect(empty, read_only=True, config=SANDBOX_CONFIG)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     register_tables(con, store)
     return con
 

@@ -13,6 +13,7 @@ A panel file (YAML) is parsed INTO ``AnnotatorSettings``; it is not a second set
       n_paths: 3
       quorum: 1.0
       min_voters: 2
+      min_backends: 2                  # default: 2 when LLM judges are on the panel, else 1
 
 Which file: ``--panel FILE``, else ``SERM_PANEL``, else ``$SERM_HOME/panel.yaml`` if it exists, else
 AnnotatorSettings' defaults (``choose_panel``). Errors name the file, the key path and the problem.
@@ -30,6 +31,8 @@ from pathlib import Path
 import yaml
 
 from models.agents.embedded import DEFAULT_AGENTS
+from models.agents.learned import EMBEDDED_BACKEND
+from models.agents.openai_chat import OpenAIChatAgent
 from serm_dagster.resources import AnnotatorSettings, LlmAgentConfig
 from serm_dagster.settings import SermPaths
 
@@ -65,6 +68,8 @@ AGREEMENT_RULES = {
     "quorum": (lambda v: _is_number(v) and 0.0 < v <= 1.0, "a number in (0, 1]: the share of voting judges "
                "that must agree (1.0 = unanimity)"),
     "min_voters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "min_backends": (lambda v: _is_int(v) and v >= 1, "an integer >= 1: the different backends (embedded, "
+                     "openai-chat) the agreeing judges must run on"),
 }
 AGREEMENT_KEYS = tuple(AGREEMENT_RULES)  # AnnotatorSettings' agreement fields a panel file may set
 
@@ -177,6 +182,12 @@ def _judges(judges, fields: dict) -> list[str]:
                        for name in sorted({n for n in names if names.count(n) > 1})]
 
 
+def _panel_backends(fields: dict) -> set[str]:
+    """The backends the panel's judges run on."""
+    return ({EMBEDDED_BACKEND} if fields.get("embedded_agents") else set()) | \
+        ({OpenAIChatAgent.backend} if fields.get("llm_agents") else set())
+
+
 def _agreement(agreement, judges: int, fields: dict) -> list[str]:
     """Fill ``fields`` with the agreement rule; the problems."""
     if agreement is None:
@@ -193,6 +204,11 @@ def _agreement(agreement, judges: int, fields: dict) -> list[str]:
     if judges and _is_int(min_voters) and min_voters > judges:
         problems.append(f"agreement.min_voters: {min_voters} voters needed but the panel has {judges} judge(s): "
                         f"no pair could be accepted")
+    backends = _panel_backends(fields)
+    min_backends = fields.get("min_backends")
+    if judges and _is_int(min_backends) and min_backends > len(backends):
+        problems.append(f"agreement.min_backends: {min_backends} backends needed but the panel's judges run on "
+                        f"{len(backends)} ({', '.join(sorted(backends))}): no pair could be accepted")
     return problems
 
 

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 from models.agents.embedded import DEFAULT_AGENTS
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
+from spark_jobs.landing import LandingLimits
 
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -72,10 +73,30 @@ class SparkResource(ConfigurableResource):
 
 
 class LakehouseResource(ConfigurableResource):
-    """The data folder (``SERM_HOME``) and its Delta tables."""
+    """The data folder (``SERM_HOME``), its Delta tables, and the limits on what one landing record may hold
+    (``spark_jobs.landing.LandingLimits``; a value over its limit quarantines its row)."""
 
     home: str = Field(default_factory=lambda: str(SermPaths.from_env().home))
+    hard_max_chars: int = Field(default=LandingLimits.hard_max_chars, description="the longest line of a "
+                                "CSV or JSON Lines landing file, and the longest CSV field, that is read at all "
+                                "(csv.field_size_limit while reading): the memory one record may take; a longer "
+                                "one is skipped and its record quarantined")
+    max_id_chars: int = Field(default=LandingLimits.max_id_chars, description="the longest id (request_id, "
+                              "session_id, doc_id, language, concept, split ...) or number, boolean or timestamp")
+    max_query_chars: int = Field(default=LandingLimits.max_query_chars, description="the longest query "
+                                 "(query, term, UBI user_query)")
+    max_title_chars: int = Field(default=LandingLimits.max_title_chars, description="the longest catalogue title")
+    max_text_chars: int = Field(default=LandingLimits.max_text_chars, description="the longest free text "
+                                "(description, attributes JSON, UBI document); the only values that may hold tab "
+                                "and line breaks")
+    max_quarantine_value_chars: int = Field(default=LandingLimits.max_quarantine_value_chars, description="a "
+                                            "quarantined record stores each value cut to this many characters "
+                                            "(the cut ones listed under _truncated)")
     _paths: SermPaths | None = PrivateAttr(default=None)
+
+    def landing_limits(self) -> LandingLimits:
+        """These settings as the ``LandingLimits`` the ingest functions take."""
+        return LandingLimits(**{name: getattr(self, name) for name in LandingLimits.__dataclass_fields__})
 
     @property
     def paths(self) -> SermPaths:
@@ -249,12 +270,21 @@ class AnnotatorSettings(ConfigurableResource):
     early_stop: bool = True
     quorum: float = Field(default=1.0, description="share of voting agents that must agree; 1.0 = unanimity")
     min_voters: int = Field(default=2, description="fewer voting agents than this: the pair is discarded")
+    min_backends: int | None = Field(default=None, description="a label needs agreeing judges of at least this "
+                                     "many different backends (embedded, openai-chat...), so that judges fooled "
+                                     "by the same injected text cannot label alone; unset: 2 when LLM judges are "
+                                     "on the panel, else 1")
+
+    def backends_needed(self) -> int:
+        if self.min_backends is not None:
+            return self.min_backends
+        return 2 if self.llm_agents else 1
 
     def agreement(self):
         from models.agents import AgreementSettings
 
         return AgreementSettings(n_paths=self.n_paths, early_stop=self.early_stop, quorum=self.quorum,
-                                 min_voters=self.min_voters)
+                                 min_voters=self.min_voters, min_backends=self.backends_needed())
 
     def llm_panel(self) -> list:
         from models.agents import OpenAIChatAgent

@@ -1,7 +1,8 @@
 """Ingestion: landing files -> validated bronze rows (+ quarantine), per day.
 
 ``collect_*`` read and validate landing files (Python, row-level); ``split_duplicates`` and
-``to_bronze`` are Spark. Rows in = rows kept + rows quarantined, for every batch.
+``to_bronze`` are Spark. Rows in = rows kept + rows quarantined, for every batch. ``limits`` (a
+``LandingLimits``) bound what one landing record may hold; the defaults are the dataclass's.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+import pandera.pandas as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from spark_jobs.landing import PARSE_ERROR, SOURCE_FILE, SOURCE_ROW, LandingFileError, landing_files, read_records
-from spark_jobs.schemas import CATALOG, GLOSSARY, JUDGMENTS, QUERY_LOGS, Contract, ts_in_range, parse_timestamps, validate_records
+from spark_jobs.landing import (PARSE_ERROR, SOURCE_FILE, SOURCE_ROW, LandingFileError, LandingLimits, landing_files,
+                                read_records)
+from spark_jobs.schemas import (CATALOG, GLOSSARY, JUDGMENTS, QUERY_LOGS, TS_CHECK, Contract, parse_timestamps,
+                                ts_in_range, validate_records)
 from spark_jobs.ubi import UNKNOWN_LANGUAGE, read_ubi_file, ubi_log_records
 
 QUARANTINE_COLUMNS = ["source_file", "source_row", "columns", "reason", "record"]
@@ -59,15 +63,18 @@ def _days_of(timestamps: pd.Series) -> list[str]:
     return sorted({d.isoformat() for d in _datable(timestamps).dropna().dt.date.unique()})
 
 
-def scan_file_days(path: Path, source: str) -> list[str]:
+def scan_file_days(path: Path, source: str, limits: LandingLimits = LandingLimits()) -> list[str]:
     """The days (ISO dates) a landing file has rows for; ``source`` is 'logs' or 'ubi'."""
     if source == "ubi":
-        return _days_of(read_ubi_file(path)["timestamp"])
-    return _days_of(read_records(path, ["ts"])["ts"])
+        return _days_of(read_ubi_file(path, limits)["timestamp"])
+    return _days_of(read_records(path, ["ts"], limits=limits)["ts"])
 
 
-def landing_index(landing: Path, index_file: Path) -> dict[str, dict]:
-    """``{path: {"source", "fingerprint", "days"}}`` for every log and UBI file in ``landing``."""
+def landing_index(landing: Path, index_file: Path, limits: LandingLimits = LandingLimits()) -> dict[str, dict]:
+    """``{path: {"source", "fingerprint", "days"}}`` for every log and UBI file in ``landing``.
+
+    Raises ``LandingFileError`` (before anything is written) for a symbolic link out of a landing folder.
+    """
     cached = json.loads(index_file.read_text()) if index_file.exists() else {}
     index = {}
     for source, folder in (("logs", landing / "logs"), ("ubi", landing / "ubi")):
@@ -75,7 +82,7 @@ def landing_index(landing: Path, index_file: Path) -> dict[str, dict]:
             key, fingerprint = str(path), _fingerprint(path)
             entry = cached.get(key)
             if not entry or entry.get("fingerprint") != fingerprint:
-                entry = {"source": source, "fingerprint": fingerprint, "days": scan_file_days(path, source)}
+                entry = {"source": source, "fingerprint": fingerprint, "days": scan_file_days(path, source, limits)}
             index[key] = entry
     index_file.parent.mkdir(parents=True, exist_ok=True)
     index_file.write_text(json.dumps(index, indent=1, sort_keys=True))
@@ -99,8 +106,8 @@ def _assign_days(raw: pd.DataFrame, ts_column: str, home: str) -> pd.Series:
     return days.where(typed.notna(), home)
 
 
-def collect_query_logs(index: dict[str, dict], days: Iterable[str], ubi_language: str = UNKNOWN_LANGUAGE
-                       ) -> tuple[Batch, Batch]:
+def collect_query_logs(index: dict[str, dict], days: Iterable[str], ubi_language: str = UNKNOWN_LANGUAGE,
+                       limits: LandingLimits = LandingLimits()) -> tuple[Batch, Batch]:
     """Validate all log and UBI rows of ``days``. Returns (query-log batch, UBI-event batch)."""
     days = set(days)
     raw_logs, raw_events, log_files = [], [], []
@@ -110,7 +117,7 @@ def collect_query_logs(index: dict[str, dict], days: Iterable[str], ubi_language
             continue
         log_files.append(path)
         if entry["source"] == "ubi":
-            events = read_ubi_file(Path(path))
+            events = read_ubi_file(Path(path), limits)
             events["_day"] = _assign_days(events, "timestamp", home)
             events = events[events["_day"].isin(days)]
             records, maps_to = ubi_log_records(events, ubi_language)
@@ -118,18 +125,19 @@ def collect_query_logs(index: dict[str, dict], days: Iterable[str], ubi_language
             raw_events.append(events)
             raw = records
         else:
-            raw = read_records(Path(path), QUERY_LOGS.required, QUERY_LOGS.optional)
+            raw = read_records(Path(path), QUERY_LOGS.required, QUERY_LOGS.optional, limits)
         raw["_day"] = _assign_days(raw, "ts", home)
         raw_logs.append(raw[raw["_day"].isin(days)])
-    logs = _validate(raw_logs, QUERY_LOGS, log_files)
-    events = _validate_ubi(raw_events)
+    logs = _validate(raw_logs, QUERY_LOGS, log_files, limits=limits)
+    events = _validate_ubi(raw_events, limits)
     return logs, events
 
 
-def _validate(raws: list[pd.DataFrame], contract: Contract, files: list[str], ts_column: str = "ts") -> Batch:
+def _validate(raws: list[pd.DataFrame], contract: Contract, files: list[str], ts_column: str = "ts",
+              limits: LandingLimits = LandingLimits()) -> Batch:
     raw = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame(
         {c: pd.Series(dtype=object) for c in [*contract.kinds, SOURCE_FILE, SOURCE_ROW, PARSE_ERROR, "_day"]})
-    kept, rejected = validate_records(raw, contract)
+    kept, rejected = validate_records(raw, contract, limits)
     day = raw["_day"] if "_day" in raw else None
     if day is not None:
         kept["date"] = kept[ts_column].dt.date if len(kept) else pd.Series(dtype=object)
@@ -153,12 +161,9 @@ UBI_EVENTS = Contract(
 )
 
 
-def _validate_ubi(raws: list[pd.DataFrame]) -> Batch:
-    """UBI documents keep every field; only an unreadable line or timestamp is quarantined."""
-    import pandera.pandas as pa
-
-    from spark_jobs.schemas import TS_CHECK
-
+def _validate_ubi(raws: list[pd.DataFrame], limits: LandingLimits = LandingLimits()) -> Batch:
+    """UBI documents keep every field; an unreadable line or timestamp, or a value breaking its text
+    rule (control characters, length), is quarantined."""
     schema = pa.DataFrameSchema(
         {"kind": pa.Column(str, pa.Check.isin(["query", "event"])),
          "timestamp": pa.Column("datetime64[ns, UTC]", TS_CHECK, nullable=False),
@@ -166,28 +171,28 @@ def _validate_ubi(raws: list[pd.DataFrame]) -> Batch:
         name="ubi_events",
     )
     contract = Contract(UBI_EVENTS.name, UBI_EVENTS.kinds, (), schema)
-    batch = _validate(raws, contract, [], ts_column="timestamp")
+    batch = _validate(raws, contract, [], ts_column="timestamp", limits=limits)
     batch.kept = batch.kept.rename(columns={"timestamp": "ts"})
     return batch
 
 
-def collect_reference(folder: Path, contract: Contract) -> Batch:
+def collect_reference(folder: Path, contract: Contract, limits: LandingLimits = LandingLimits()) -> Batch:
     """Validate every file of an unpartitioned source (catalogue, judgments)."""
     files = landing_files(folder)
-    raws = [read_records(path, contract.required, contract.optional) for path in files]
-    return _validate(raws, contract, [str(p) for p in files])
+    raws = [read_records(path, contract.required, contract.optional, limits) for path in files]
+    return _validate(raws, contract, [str(p) for p in files], limits=limits)
 
 
-def collect_catalog(folder: Path) -> Batch:
-    return collect_reference(folder, CATALOG)
+def collect_catalog(folder: Path, limits: LandingLimits = LandingLimits()) -> Batch:
+    return collect_reference(folder, CATALOG, limits)
 
 
-def collect_judgments(folder: Path) -> Batch:
-    return collect_reference(folder, JUDGMENTS)
+def collect_judgments(folder: Path, limits: LandingLimits = LandingLimits()) -> Batch:
+    return collect_reference(folder, JUDGMENTS, limits)
 
 
-def collect_glossary(folder: Path) -> Batch:
-    return collect_reference(folder, GLOSSARY)
+def collect_glossary(folder: Path, limits: LandingLimits = LandingLimits()) -> Batch:
+    return collect_reference(folder, GLOSSARY, limits)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ Landing files are read in Python, one file at a time, because the quarantine mus
 and record of every rejected row; everything downstream of validation is Spark.
 Every value is read as text (or None) and typed later by ``schemas.coerce``, so one set of rules
 applies whatever the format.
+
+Landing files are untrusted: a symbolic link out of the landing folder is refused, and no line of a
+CSV or JSON Lines file is held longer than ``LandingLimits.hard_max_chars`` (a longer one is skipped
+to its end and its record quarantined). The per-column limits are applied by ``schemas.validate_records``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ import csv
 import gzip
 import io
 import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -24,6 +32,43 @@ PARSE_ERROR = "_parse_error"  # a record that could not be parsed at all (bad JS
 
 SUPPORTED = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
 
+# C0 and C1 control characters (ESC, NUL, U+0085 ...), DEL and unpaired surrogates (JSON's "\ud800")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class LandingLimits:
+    """What one landing record may hold; a value over its limit quarantines its row (never rewritten).
+
+    ``hard_max_chars`` bounds reading: no line of a CSV or JSON Lines file, and no CSV field, is held
+    longer (``csv.field_size_limit`` is raised to it while a file is read). The others are the
+    longest value of a column, by kind: ids (and numbers, booleans, timestamps), queries (``query``,
+    ``term``), titles, and free text (``description``, ``attributes``). A quarantined record stores
+    each value cut to ``max_quarantine_value_chars``.
+    """
+
+    hard_max_chars: int = 1_000_000
+    max_id_chars: int = 512
+    max_query_chars: int = 1_000
+    max_title_chars: int = 2_000
+    max_text_chars: int = 100_000
+    max_quarantine_value_chars: int = 1_000
+
+    def __post_init__(self):
+        bad = [name for name, value in vars(self).items() if not isinstance(value, int) or value < 1]
+        if bad:
+            raise ValueError(f"LandingLimits: {', '.join(bad)} must be positive integers")
+
+    def max_chars(self, kind: str) -> int:
+        """The limit of a column kind: 'id', 'query', 'title' or 'text'."""
+        return getattr(self, f"max_{kind}_chars")
+
+
+def escaped(text: str, width: int | None = None) -> str:
+    """``text`` safe to print: control characters as escapes, cut to ``width`` characters (then '...')."""
+    cut = text if width is None or len(text) <= width else text[:width] + "..."
+    return CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", cut)
+
 
 class LandingFileError(ValueError):
     """A landing file that cannot be read at all: the run fails and no table changes."""
@@ -31,17 +76,44 @@ class LandingFileError(ValueError):
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{escaped(str(path))}: {problem}")
 
 
 def landing_files(folder: Path) -> list[Path]:
-    """Data files in a landing folder (recursively), in a stable order; hidden files are skipped."""
+    """Data files in a landing folder (recursively), in a stable order; hidden files are skipped.
+
+    A symbolic link (file or folder) that points outside ``folder`` raises ``LandingFileError``, as does
+    a name with a control character. A file link inside is read where it is; a folder link inside is
+    not followed (its files are read at their own place).
+    """
     if not folder.exists():
         return []
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
-    )
+    root, files = folder.resolve(), []
+    for parent, folders, names in os.walk(folder):
+        here = Path(parent)
+        folders[:] = sorted(d for d in folders if not _hidden(d) and not _checked(here / d, root).is_symlink())
+        files += [here / n for n in names if not _hidden(n) and _checked(here / n, root).is_file()]
+    return sorted(files)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+def _checked(path: Path, root: Path) -> Path:
+    """``path``, unless it is a link out of ``root`` or its name has a control character."""
+    if CONTROL.search(path.name):
+        raise LandingFileError(path, "its name has a control character; rename it")
+    if not path.is_symlink():
+        return path
+    try:
+        inside = path.resolve(strict=False).is_relative_to(root)
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        raise LandingFileError(path, "is a symbolic link that points outside the landing folder; it is not read "
+                                     "(copy the file into the folder instead)")
+    return path
 
 
 def file_fingerprints(folders) -> dict[str, str]:
@@ -79,6 +151,63 @@ def _open_text(path: Path):
     return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
 
 
+class LineTooLong(ValueError):
+    """A line over the hard limit: skipped to its end, never held whole."""
+
+
+class BoundedLines:
+    """The lines of a text handle, none held longer than ``limit`` characters (without its line end).
+
+    A longer line is read on to its end in pieces, then ``LineTooLong`` is raised; iteration goes on
+    at the next line. ``number`` is the number of the line read last.
+    """
+
+    def __init__(self, handle, limit: int):
+        self.handle, self.limit, self.number = handle, limit, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.handle.readline(self.limit + 1)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) > self.limit and not line.endswith(("\n", "\r")):
+            while (rest := self.handle.readline(self.limit + 1)) and not rest.endswith(("\n", "\r")):
+                pass
+            raise LineTooLong(f"line {self.number} is longer than the hard limit of {self.limit} characters; "
+                              "it was not read")
+        return line
+
+    def numbered(self):
+        """(line number, line) pairs; the line is a ``LineTooLong`` where it was over the limit."""
+        while True:
+            try:
+                line = next(self)
+            except StopIteration:
+                return
+            except LineTooLong as exc:
+                line = exc
+            yield self.number, line
+
+
+@contextmanager
+def _csv_field_limit(limit: int):
+    previous = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def shown_names(names: Iterable[str], most: int = 10, width: int = 40) -> str:
+    """Column names for a message: sorted, at most ``most`` of them, each cut and escaped."""
+    names = sorted(names)
+    shown = ", ".join(escaped(n, width) for n in names[:most]) or "none"
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _frame(records: list[dict], columns: Iterable[str], path: Path) -> pd.DataFrame:
     columns = list(columns)
     frame = pd.DataFrame.from_records(records, columns=columns + [SOURCE_ROW, PARSE_ERROR]) if records else \
@@ -88,11 +217,13 @@ def _frame(records: list[dict], columns: Iterable[str], path: Path) -> pd.DataFr
     return frame
 
 
-def read_records(path: Path, required: Iterable[str], optional: Iterable[str] = ()) -> pd.DataFrame:
+def read_records(path: Path, required: Iterable[str], optional: Iterable[str] = (),
+                 limits: LandingLimits = LandingLimits()) -> pd.DataFrame:
     """Read one landing file as text columns ``required + optional`` plus source columns.
 
     Raises ``LandingFileError`` when the file cannot be read or lacks a required column.
-    Records that cannot be parsed individually are kept with ``_parse_error`` set.
+    Records that cannot be parsed individually (or have a line over ``limits.hard_max_chars``) are
+    kept with ``_parse_error`` set.
     """
     required, optional = list(required), list(optional)
     columns = required + optional
@@ -101,9 +232,9 @@ def read_records(path: Path, required: Iterable[str], optional: Iterable[str] = 
         if fmt == "parquet":
             records, present = _read_parquet(path, columns)
         elif fmt == "jsonl":
-            records, present = _read_jsonl(path, columns)
+            records, present = _read_jsonl(path, columns, limits.hard_max_chars)
         else:
-            records, present = _read_csv(path, columns)
+            records, present = _read_csv(path, columns, limits.hard_max_chars)
     except LandingFileError:
         raise
     except UnicodeDecodeError as exc:
@@ -112,13 +243,13 @@ def read_records(path: Path, required: Iterable[str], optional: Iterable[str] = 
         raise LandingFileError(path, f"cannot be read as {fmt}: {exc}") from exc
     missing = [c for c in required if c not in present]
     if missing and (present or records):
-        raise LandingFileError(path, f"missing required column(s) {', '.join(missing)}; found {', '.join(sorted(present)) or 'none'}")
+        raise LandingFileError(path, f"missing required column(s) {', '.join(missing)}; found {shown_names(present)}")
     return _frame(records, columns, path)
 
 
 def _read_parquet(path: Path, columns: list[str]):
-    table = pq.read_table(path)
-    present = set(table.column_names)
+    present = set(pq.read_schema(path).names)
+    table = pq.read_table(path, columns=[c for c in columns if c in present])  # no other column is loaded
     data = {c: table.column(c).to_pylist() for c in columns if c in present}
     records = [
         {**{c: _text(data[c][i]) for c in data}, SOURCE_ROW: i + 1, PARSE_ERROR: None}
@@ -127,16 +258,22 @@ def _read_parquet(path: Path, columns: list[str]):
     return records, present
 
 
-def _read_jsonl(path: Path, columns: list[str]):
+def _read_jsonl(path: Path, columns: list[str], hard_max_chars: int):
     records, present = [], set()
     with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in BoundedLines(handle, hard_max_chars).numbered():
+            if isinstance(line, LineTooLong):
+                records.append({SOURCE_ROW: number, PARSE_ERROR: str(line)})
+                continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
                 if not isinstance(obj, dict):
                     raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+            except RecursionError:
+                records.append({SOURCE_ROW: number, PARSE_ERROR: f"line {number} is JSON nested too deeply"})
+                continue
             except ValueError as exc:
                 records.append({SOURCE_ROW: number, PARSE_ERROR: f"line {number} is not a JSON object: {exc}"})
                 continue
@@ -147,16 +284,34 @@ def _read_jsonl(path: Path, columns: list[str]):
     return records, present
 
 
-def _read_csv(path: Path, columns: list[str]):
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
+def _csv_rows(reader, lines: BoundedLines):
+    """Each CSV record after the header: its fields, or (text) why it could not be read; reading goes
+    on at the next line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except LineTooLong as exc:
+            yield str(exc)
+        except csv.Error as exc:  # e.g. a field over the hard limit, across lines
+            yield f"line {lines.number} cannot be read as CSV: {exc}"
+
+
+def _read_csv(path: Path, columns: list[str], hard_max_chars: int):
+    with _open_text(path) as handle, _csv_field_limit(hard_max_chars):
+        lines = BoundedLines(handle, hard_max_chars)
+        reader = csv.reader(lines)
         header = next(reader, None)
         if header is None:
             return [], set()
         header = [h.strip().lstrip("\ufeff") for h in header]
         index = {name: i for i, name in enumerate(header)}
         records = []
-        for number, row in enumerate(reader, start=1):
+        for number, row in enumerate(_csv_rows(reader, lines), start=1):
+            if isinstance(row, str):
+                records.append({SOURCE_ROW: number, PARSE_ERROR: row})
+                continue
             if not row:
                 continue
             if len(row) != len(header):

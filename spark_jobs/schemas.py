@@ -2,12 +2,15 @@
 
 ``validate_records`` types the raw text records of a landing file and checks them against the
 contract; it returns the rows kept and the rows rejected, each rejected row with its reason.
-Rows in = rows kept + rows rejected, always.
+Rows in = rows kept + rows rejected, always. Before typing, every raw value is held to its column's
+text rule (``TEXT_KINDS``, limits from ``LandingLimits``): no control characters (free text may hold
+tab and line breaks), and no more characters than the column kind's limit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -17,7 +20,14 @@ import pandera.pandas as pa
 from pandera.pandas import Check, Column, DataFrameSchema
 
 from models.metrics import TEST, VALIDATION
-from spark_jobs.landing import PARSE_ERROR, SOURCE_FILE, SOURCE_ROW
+from spark_jobs.landing import CONTROL, PARSE_ERROR, SOURCE_FILE, SOURCE_ROW, LandingLimits, escaped
+
+# The text rule of a column, by name: 'query' and 'title' allow no control character, 'text' (free
+# text) allows tab, line feed and carriage return; every other column (ids, numbers, timestamps) is
+# an 'id'. Each kind's longest value is a LandingLimits field (max_<kind>_chars).
+TEXT_KINDS = {"query": "query", "term": "query", "user_query": "query", "title": "title",
+              "description": "text", "attributes": "text", "document": "text"}
+CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 EARLIEST_TS = pd.Timestamp("2000-01-01", tz="UTC")
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"  # BCP 47 style: en, pt-BR, und
@@ -239,11 +249,39 @@ def _parse_iso(value: str):
         return OUT_OF_RANGE
 
 
-def validate_records(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _text_error(value: str, limit: int, pattern: re.Pattern) -> str | None:
+    if len(value) > limit:
+        return f"{len(value)} characters, more than the limit {limit}"
+    found = pattern.search(value)
+    if found is None:
+        return None
+    code = ord(found.group())
+    what = "unpaired surrogate" if 0xD800 <= code <= 0xDFFF else "control character"
+    return f"{what} U+{code:04X} at character {found.start() + 1}"
+
+
+def text_errors(values: pd.Series, column: str, limits: LandingLimits) -> pd.Series:
+    """Per raw value: why it breaks its column's text rule (``TEXT_KINDS``), or None."""
+    kind = TEXT_KINDS.get(column, "id")
+    limit, pattern = limits.max_chars(kind), CONTROL_IN_TEXT if kind == "text" else CONTROL
+    return values.map(lambda v: _text_error(v, limit, pattern) if isinstance(v, str) else None).astype(object)
+
+
+def stored_record(values: dict, limit: int) -> str:
+    """A raw record as JSON for the quarantine: each value cut to ``limit`` characters (the cut ones
+    and their full lengths under ``_truncated``), control characters escaped."""
+    cut = {c: len(v) for c, v in values.items() if isinstance(v, str) and len(v) > limit}
+    shown = {c: v[:limit] if c in cut else v for c, v in values.items()}
+    return escaped(json.dumps({**shown, "_truncated": cut} if cut else shown, ensure_ascii=False, default=str))
+
+
+def validate_records(raw: pd.DataFrame, contract: Contract, limits: LandingLimits = LandingLimits()
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split raw records into (kept, rejected).
 
     kept: the contract's columns, typed, plus ``source_file``/``source_row``.
-    rejected: ``source_file, source_row, columns, reason, record`` (the raw record as JSON).
+    rejected: ``source_file, source_row, columns, reason, record`` (the raw record as JSON, each value
+    cut to ``limits.max_quarantine_value_chars``).
     """
     raw = raw.reset_index(drop=True)
     reasons: list[list[str]] = [[] for _ in range(len(raw))]
@@ -256,9 +294,10 @@ def validate_records(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
     typed = pd.DataFrame(index=raw.index)
     for column, kind in contract.kinds.items():
         values = raw[column] if column in raw else pd.Series(None, index=raw.index, dtype=object)
-        typed[column], errors = _coerce_column(values, kind)
-        for i in np.flatnonzero(errors.notna().to_numpy()):
-            reasons[i].append(f"column '{column}': {errors.iat[i]}")
+        bad_text = text_errors(values, column, limits)
+        typed[column], errors = _coerce_column(values.where(bad_text.isna(), None), kind)
+        for i in np.flatnonzero((bad_text.notna() | errors.notna()).to_numpy()):
+            reasons[i].append(f"column '{column}': {bad_text.iat[i] or errors.iat[i]}")
             failed_columns[i].add(column)
 
     try:
@@ -303,7 +342,7 @@ def validate_records(raw: pd.DataFrame, contract: Contract) -> tuple[pd.DataFram
             "source_row": rejected_rows[SOURCE_ROW].astype("int64"),
             "columns": [", ".join(sorted(failed_columns[i])) or None for i in np.flatnonzero(rejected_mask)],
             "reason": ["; ".join(reasons[i]) for i in np.flatnonzero(rejected_mask)],
-            "record": [json.dumps({c: rejected_rows.at[i, c] for c in raw_columns}, ensure_ascii=False, default=str)
+            "record": [stored_record({c: rejected_rows.at[i, c] for c in raw_columns}, limits.max_quarantine_value_chars)
                        for i in rejected_rows.index],
         }
     )

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from spark_jobs.landing import PARSE_ERROR, SOURCE_FILE, SOURCE_ROW, LandingFileError, _open_text, _text
+from spark_jobs.landing import (
+    PARSE_ERROR, SOURCE_FILE, SOURCE_ROW, BoundedLines, LandingFileError, LandingLimits, LineTooLong, _open_text, _text,
+)
 
 IMPRESSION_ACTIONS = frozenset({"impression"})
 CLICK_ACTIONS = frozenset({"click", "item_click", "product_click"})
@@ -54,20 +56,29 @@ def _event_row(doc: dict, index: str | None) -> dict:
     }
 
 
-def read_ubi_file(path: Path) -> pd.DataFrame:
-    """One row per UBI document (bulk action lines are consumed, not counted as records)."""
+def read_ubi_file(path: Path, limits: LandingLimits = LandingLimits()) -> pd.DataFrame:
+    """One row per UBI document (bulk action lines are consumed, not counted as records); a line over
+    ``limits.hard_max_chars`` or nested too deeply is a record that could not be parsed."""
     rows: list[dict] = []
     pending_index: str | None = None
     saw_document = False
     try:
         with _open_text(path) as handle:
-            for number, line in enumerate(handle, start=1):
+            for number, line in BoundedLines(handle, limits.hard_max_chars).numbered():
+                if isinstance(line, LineTooLong):
+                    rows.append({SOURCE_ROW: number, PARSE_ERROR: str(line)})
+                    pending_index = None
+                    continue
                 if not line.strip():
                     continue
                 try:
                     doc = json.loads(line)
                     if not isinstance(doc, dict):
                         raise ValueError(f"a JSON {type(doc).__name__}, not an object")
+                except RecursionError:
+                    rows.append({SOURCE_ROW: number, PARSE_ERROR: f"line {number} is JSON nested too deeply"})
+                    pending_index = None
+                    continue
                 except ValueError as exc:
                     rows.append({SOURCE_ROW: number, PARSE_ERROR: f"line {number} is not a JSON object: {exc}"})
                     pending_index = None

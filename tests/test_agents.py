@@ -30,7 +30,7 @@ from models.agents.prompt import DOC_END, DOC_START, SYSTEM_PROMPT
 
 GOOD_REPLY = 'The document is red running shoes, as asked.\n{"label": 3, "rationale": "exact match"}'
 REASONING_REPLY = (
-    'Query wants red shoes. An example answer would be {"label": 1} but no: the item is blue.\n'
+    'Query wants red shoes {colour: red}. A related item would be a 1, but no: the item is blue.\n'
     'Final answer:\n```json\n{"label": 2, "rationale": "right shoe, wrong colour"}\n```'
 )
 
@@ -305,7 +305,8 @@ def test_prompt_is_stable_between_runs():
     "reply, status, label",
     [
         ('{"label": 0, "rationale": "unrelated"}', "ok", 0),
-        ('first {"label": 1} then {"label": 3, "rationale": "final"}', "ok", 3),
+        ('first {"label": 1} then {"label": 3, "rationale": "final"}', "failed", None),  # two answers
+        ('{"note": {"label": 1}} then {"label": 3, "rationale": "final"}', "ok", 3),  # nested is no answer
         ('{"label": null, "rationale": "cannot judge"}', "abstain", None),
         ('{"label": "2"}', "failed", None),
         ('{"label": 2.0}', "failed", None),

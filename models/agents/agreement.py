@@ -5,8 +5,9 @@ its label is the majority of the paths that answered. Paths are asked for one in
 batched across pairs, so a pair whose majority is already settled costs no more calls.
 
 Level 2 (``agree_across_agents``): a pair is kept only when the agents that voted agree
-(unanimity by default, or a quorum). Disagreements stay in the vote tables for analysis and
-never become labels.
+(unanimity by default, or a quorum), and, with ``min_backends`` > 1, when the agreeing agents run on
+at least that many different backends (two LLM judges that obey the same injected instruction are
+one opinion). Disagreements stay in the vote tables for analysis and never become labels.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import logging
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .base import LABELS, STATUS_ABSTAIN, STATUS_FAILED, TRANSIENT_ERROR, Agent, PairToJudge, ReasoningPath
+from .base import (
+    LABELS, STATUS_ABSTAIN, STATUS_FAILED, TRANSIENT_ERROR, Agent, PairToJudge, ReasoningPath, mask_secrets,
+)
 from .cache import CacheKey, VoteCache, should_cache
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class AgreementSettings:
     min_path_votes: int = 1  # an agent's label needs at least this many supporting paths
     quorum: float = 1.0  # share of voting agents that must back the label; 1.0 = unanimity
     min_voters: int = 2  # fewer voting agents than this: the pair is discarded
+    min_backends: int = 1  # the agreeing agents must run on at least this many different backends
     batch_size: int = 64  # pairs per agent.judge() call
     parallel_agents: bool = True  # agents are independent services: ask them at the same time
     stop_agent_when_down: bool = True  # every call of a path index failed transiently: skip its later paths
@@ -62,6 +66,8 @@ class AgreementSettings:
             raise ValueError("quorum must be in (0, 1]")
         if self.min_voters < 1:
             raise ValueError("min_voters must be >= 1")
+        if self.min_backends < 1:
+            raise ValueError("min_backends must be >= 1")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
 
@@ -85,6 +91,7 @@ class AgentVerdict:
     paths_agreeing: int
     stopped_early: bool
     rationale: str
+    backend: str = ""  # the agent's backend (embedded, openai-chat, transformers...)
 
     @property
     def paths_used(self) -> int:
@@ -167,12 +174,14 @@ def _judge_batch(agent: Agent, batch: list[PairToJudge], path_index: int) -> lis
     try:
         paths = list(agent.judge(batch, path_index))
     except Exception as exc:  # a crashing agent fails its paths; it never produces labels
-        log.warning("agent %s failed on path %d: %s", agent.name, path_index, exc)
-        return [ReasoningPath.failed(f"{TRANSIENT_ERROR} {type(exc).__name__}: {exc}") for _ in batch]
+        error = mask_secrets(f"{TRANSIENT_ERROR} {type(exc).__name__}: {exc}")
+        log.warning("agent %s failed on path %d: %s", agent.name, path_index, error)
+        return [ReasoningPath.failed(error) for _ in batch]
     if len(paths) != len(batch):
         error = f"{TRANSIENT_ERROR} agent returned {len(paths)} paths for {len(batch)} pairs"
         return [ReasoningPath.failed(error) for _ in batch]
-    return paths
+    # error text is stored (vote cache, gold/agent_votes): whatever looks like a key goes first
+    return [replace(path, error=mask_secrets(path.error)) if path.error else path for path in paths]
 
 
 def vote_within_agent(
@@ -239,6 +248,7 @@ def vote_within_agent(
         verdict = AgentVerdict(
             pair=pair, agent=agent.name, label=label, status=status, paths=records[pid],
             paths_agreeing=agreeing, stopped_early=len(records[pid]) < n_paths and pid in settled, rationale="",
+            backend=agent.backend,
         )
         if status == DECIDED:
             verdict.rationale = merge_rationales(
@@ -292,10 +302,12 @@ def agree_across_agents(
     min_voters: int = 2,
     max_path_rationale_chars: int = 300,
     max_rationale_chars: int = 1200,
+    min_backends: int = 1,
 ) -> CrossAgentDecision:
     """Level 2 for one pair. Voters are the agents that decided a label; abstaining or failed agents
-    do not vote. Accepted when there are at least ``min_voters`` voters and one label (a unique
-    leader) is backed by at least ``quorum`` of them (1.0 = unanimity)."""
+    do not vote. Accepted when there are at least ``min_voters`` voters, one label (a unique
+    leader) is backed by at least ``quorum`` of them (1.0 = unanimity), and its backers run on at
+    least ``min_backends`` different backends."""
     voters = [v for v in verdicts if v.status == DECIDED and v.label in LABELS]
     n_voters = len(voters)
     if n_voters < min_voters:
@@ -307,6 +319,10 @@ def agree_across_agents(
     if top < quorum * n_voters - 1e-9:
         return CrossAgentDecision(False, None, [], n_voters, f"label {label} backed by {top}/{n_voters} < quorum {quorum:.3g}")
     agreeing = [v for v in voters if v.label == label]
+    backends = sorted({v.backend for v in agreeing})
+    if len(backends) < min_backends:
+        return CrossAgentDecision(False, None, [], n_voters, f"label {label} backed by judges of {len(backends)} "
+                                  f"backend(s) ({', '.join(backends)}) < min_backends {min_backends}")
     rationale = merge_rationales(
         [(v.agent, text) for v in agreeing for text in v.supporting_rationales()],
         max_path_rationale_chars, max_rationale_chars,
@@ -362,7 +378,8 @@ def annotate(
                 "stopped_early": verdict.stopped_early, "rationale": verdict.rationale,
             })
         decision = agree_across_agents(
-            verdicts, settings.quorum, settings.min_voters, settings.max_path_rationale_chars, settings.max_rationale_chars
+            verdicts, settings.quorum, settings.min_voters, settings.max_path_rationale_chars,
+            settings.max_rationale_chars, settings.min_backends,
         )
         decisions[pair.pair_id] = decision
         if decision.accepted:

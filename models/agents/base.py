@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -22,10 +23,32 @@ STATUS_FAILED = "failed"
 # "transient:" a call that never produced an answer (network, 5xx, timeout, out of memory): worth
 #              asking again in a later run, so never cached.
 # "parse:"     the model answered, but not in the strict format: an answer like any other, cached.
-# "rejected:"  the server refused the request (4xx other than 408/429): a configuration error.
+# "rejected:"  the server refused the request (4xx other than 408/429, a redirect): a configuration
+#              error (a bad key, a wrong URL), so never cached either: fixed, the next run asks again.
 TRANSIENT_ERROR = "transient:"
 PARSE_ERROR = "parse:"
 REJECTED_ERROR = "rejected:"
+
+
+MASK = "***"
+# What a credential looks like in an error text a server sends back: a bearer token, the usual key
+# prefixes, "api_key=..." pairs, a URL's user:password, and any long unbroken token (hex, base64).
+_KEY_LIKE = re.compile(
+    r"(?i)(?<=bearer )\S+"
+    r"|\b(?:sk|pk|rk|hf|gsk|xai|ghp|gho|glpat|AKIA)[-_][A-Za-z0-9_\-]{6,}"
+    r"|(?:^|(?<=[?&\s\"'{,]))(?:api[_-]?key|key|token|secret|password|authorization)[\"']?\s*[:=]\s*[\"']?[^\s\"'&,}]+"
+    r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"
+    r"|\b[A-Za-z0-9+/_\-]{32,}={0,2}"
+)
+
+
+def mask_secrets(text: str | None, secrets: list[str] | tuple[str, ...] = ()) -> str | None:
+    """``text`` with each of ``secrets`` (the keys in use) and anything key-like replaced by ``***``."""
+    if not text:
+        return text
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return _KEY_LIKE.sub(MASK, text)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .base import ReasoningPath
+from .base import PARSE_ERROR, STATUS_ABSTAIN, STATUS_OK, ReasoningPath
 
 CacheKey = tuple[str, str, int]  # (config_key, pair content hash, path index)
 
@@ -29,8 +29,12 @@ class VoteCache(Protocol):
 
 
 def should_cache(path: ReasoningPath) -> bool:
-    # A transient failure (network, 5xx, timeout) is no answer: the next run should ask again.
-    return not path.is_transient_failure()
+    """Only what the model itself said is kept: a vote, an abstention, or an answer in the wrong form
+    (the same request gets the same answer). A transient failure (network, 5xx, timeout) and a refused
+    request (a bad key, a redirect, an unknown model) are no answer: the next run asks again."""
+    if path.status in (STATUS_OK, STATUS_ABSTAIN):
+        return True
+    return (path.error or "").startswith(PARSE_ERROR)
 
 
 class InMemoryVoteCache:

@@ -3,6 +3,10 @@
 Standard library only (urllib + a thread pool): one POST per pair and path, at most
 ``max_concurrency`` in flight, retried with exponential backoff and jitter on 429, 5xx,
 timeouts and connection errors. A pair whose calls keep failing gets a failed path, never a label.
+
+The server is untrusted too: at most ``max_response_bytes`` of a reply are read, redirects are
+never followed (so the key never reaches another host), and error text is stored with the key
+and anything key-like masked.
 """
 
 from __future__ import annotations
@@ -16,14 +20,28 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from .base import REJECTED_ERROR, TRANSIENT_ERROR, PairToJudge, ReasoningPath, stable_hash
+from .base import PARSE_ERROR, REJECTED_ERROR, TRANSIENT_ERROR, PairToJudge, ReasoningPath, mask_secrets, stable_hash
 from .prompt import PROMPT_TEXT_HASH, PROMPT_VERSION, build_messages, parse_judgement
 
 RETRYABLE_STATUS = {408, 425, 429}  # plus every 5xx
+MAX_RESPONSE_BYTES = 256 * 1024  # a 400-token answer is a few KB; more is no answer
+ERROR_DETAIL_CHARS = 200
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is an answer, never followed: urllib would resend the Authorization header to the new
+    location, whatever its host (and turn the POST into a GET)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class _RetryableError(Exception):
@@ -34,6 +52,10 @@ class _RetryableError(Exception):
 
 class _FatalError(Exception):
     pass
+
+
+class _OversizedReply(Exception):
+    """The server answered with more than we read: the model's answer, not in the asked form."""
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -74,6 +96,7 @@ class OpenAIChatAgent:
         max_backoff_s: float = 30.0,
         max_retry_after_s: float = 120.0,
         extra_body: dict | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -91,6 +114,7 @@ class OpenAIChatAgent:
         self.max_backoff_s = max_backoff_s
         self.max_retry_after_s = max_retry_after_s
         self.extra_body = dict(extra_body or {})  # e.g. {"top_p": 0.9} or vendor options
+        self.max_response_bytes = max_response_bytes
         self.prompt_version = PROMPT_VERSION
         # Shared by every judge() call, so the limit holds even when callers use threads.
         self._slots = threading.BoundedSemaphore(max_concurrency)
@@ -137,6 +161,8 @@ class OpenAIChatAgent:
                 break
             except _FatalError as exc:
                 return ReasoningPath.failed(f"{REJECTED_ERROR} {exc}", _ms_since(started))
+            except _OversizedReply as exc:
+                return ReasoningPath.failed(f"{PARSE_ERROR} {exc}", _ms_since(started))
             except _RetryableError as exc:
                 last_error = str(exc)
                 if attempts > self.max_retries:
@@ -166,17 +192,30 @@ class OpenAIChatAgent:
         ceiling = min(self.max_backoff_s, self.backoff_s * (2 ** (attempt - 1)))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
+    def _api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
     def _post(self, payload: bytes) -> dict:
+        api_key = self._api_key()
+        try:
+            return self._exchange(payload, api_key)
+        except (_RetryableError, _FatalError) as exc:
+            exc.args = (mask_secrets(str(exc), [api_key] if api_key else []),)
+            raise
+
+    def _exchange(self, payload: bytes, api_key: str | None) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        api_key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         request = urllib.request.Request(f"{self.base_url}/chat/completions", data=payload, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
-                raw = reply.read()
+            with _OPENER.open(request, timeout=self.timeout_s) as reply:
+                raw = reply.read(self.max_response_bytes + 1)
         except urllib.error.HTTPError as exc:
             detail = _read_quietly(exc)
+            if 300 <= exc.code < 400:
+                raise _FatalError(f"HTTP {exc.code}: redirect to {_origin(exc.headers.get('Location'))} not followed "
+                                  f"(set base_url to the final address)") from None
             if exc.code in RETRYABLE_STATUS or exc.code >= 500:
                 raise _RetryableError(f"HTTP {exc.code}: {detail}", parse_retry_after(exc.headers.get("Retry-After"))) from None
             raise _FatalError(f"HTTP {exc.code}: {detail}") from None
@@ -188,9 +227,11 @@ class OpenAIChatAgent:
             raise _RetryableError(f"{kind}: {reason}") from exc
         except (http.client.HTTPException, ConnectionError, OSError) as exc:
             raise _RetryableError(f"connection error: {type(exc).__name__}: {exc}") from exc
+        if len(raw) > self.max_response_bytes:
+            raise _OversizedReply(f"response body over {self.max_response_bytes} bytes")
         try:
             decoded = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             # A 200 with a body that is not JSON (a proxy page, a truncated body): worth one more try.
             raise _RetryableError(f"response body is not JSON: {raw[:120]!r}") from None
         if not isinstance(decoded, dict):
@@ -204,6 +245,14 @@ def _ms_since(started: float) -> float:
 
 def _read_quietly(exc: urllib.error.HTTPError) -> str:
     try:
-        return exc.read()[:200].decode("utf-8", "replace")
+        return exc.read(4 * ERROR_DETAIL_CHARS)[:ERROR_DETAIL_CHARS].decode("utf-8", "replace")
     except Exception:
         return ""
+
+
+def _origin(url: str | None) -> str:
+    """scheme://host[:port] of a URL (never its path, query or credentials), for messages."""
+    if not url:
+        return "an unnamed location"
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname else "a relative location"
