@@ -365,6 +365,26 @@ def test_promotion_reads_only_the_validation_parts():
     assert better.promote and better.challenger_static == 95.0
 
 
+def test_a_static_loss_rejects_only_when_it_is_more_than_a_query_flipping():
+    """74 static validation queries: one query's flip moves NDCG@1 by 1.35 points, more than the 0.5 margin. A
+    challenger that loses one query (and is better on the evolving set) is promoted; one that loses many is not."""
+    from models.evaluation import QUERY_SLICE, promotion_decision
+
+    def table(evolving: float, static_queries: list[float]) -> pd.DataFrame:
+        per_query = pd.DataFrame({"test_set": "static", "slice_type": QUERY_SLICE, "metric": "ndcg@1",
+                                  "slice": [f"en:q{i}" for i in range(len(static_queries))], "value": static_queries})
+        overall = headline_rows(evolving, float(np.mean(static_queries)))
+        return pd.concat([overall, per_query], ignore_index=True).assign(part="validation")
+
+    seed = table(88.0, [100.0] * 60 + [0.0] * 14)
+    one_flip = table(90.0, [100.0] * 59 + [0.0] * 15)  # -1.35: past the margin, but one query
+    decision = promotion_decision(one_flip, seed, 0.5, seed)
+    assert decision.promote and "within noise" in decision.reason
+    many = table(90.0, [100.0] * 52 + [0.0] * 22)  # 8 queries lost, none gained: -10.8
+    decision = promotion_decision(many, seed, 0.5, seed)
+    assert not decision.promote and "below the seed model's" in decision.reason and "74 queries" in decision.reason
+
+
 def test_per_query_rows_and_parts_of_an_evaluation():
     from models.evaluation import metrics_by_set, query_values
 
