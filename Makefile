@@ -25,6 +25,9 @@ demo: install
 	$(VENV)/bin/serm demo
 
 test: install
+	# the layers (pyproject.toml, [tool.importlinter]) and the code (ruff), then the tests
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 dagster: install

@@ -1,7 +1,6 @@
 """The record of each SERM iteration: what it mined and accepted, which model served before and after,
 the drift verdict, the metrics, the promotion decision and the wall time of each stage."""
 
-import base64
 
 import pandas as pd
 import pyarrow as pa
@@ -127,50 +126,4 @@ def iterations(context: AssetExecutionContext, spark: SparkResource, lakehouse: 
                                        "iterations": MetadataValue.md(shown.to_markdown(index=False))})
 
 
-EVOLUTION_REPORT = AssetKey(["gold", "evolution_report"])
-
-
-@asset(
-    key=EVOLUTION_REPORT,
-    group_name="evaluation",
-    kinds={"delta", "pandas"},
-    owners=["team:serm"],
-    code_version="2",
-    description="The paper's comparison on this stream: the frozen seed model, iterative self-training and SERM, "
-                "run by `serm evolve --compare` over the same windows with the same budget and training recipe "
-                "(each arm in SERM_HOME/compare/seed<k>/<arm>). NDCG@1, NDCG@4 and accuracy of the model serving "
-                "after each iteration, all on one held-out set: the test parts of the static and evolving test sets "
-                "as of the stream's last window end (earlier champions are scored on it here, once); overall, per "
-                "language family and per query, mean ± std over training seeds; SERM minus self-training and minus "
-                "the seed model with paired bootstrap intervals over queries; a chart of evolving-set NDCG@1.",
-)
-def evolution_report(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
-                     model_settings: ModelSettings) -> MaterializeResult:
-    from serm_dagster.evolution import (chart, compared_seeds, comparison_rows, differences_text, paired_differences,
-                                        summary_table)
-
-    paths, store = lakehouse.paths, lakehouse.store
-    seeds = compared_seeds(paths)
-    rows = comparison_rows(paths, seeds, spark.get_session(), model_settings, context.run_id)
-    if rows.empty:
-        raise ValueError(f"no comparison under {paths.home}: run `serm evolve --compare` first")
-    png = chart(rows, paths.home / "reports" / "evolution_ndcg1.png")
-    differences = paired_differences(rows)
-    overall = summary_table(rows)
-    by_family = summary_table(rows, "family")
-    return write_asset_table(context, store, EVOLUTION_REPORT, pa.Table.from_pandas(rows, preserve_index=False),
-                             lineage={"seeds": list(seeds), "as_of": str(rows["as_of"].max()),
-                                      "paired_differences": differences.to_dict(orient="records")}, metadata={
-                                 "seeds": MetadataValue.json(list(seeds)), "chart": MetadataValue.path(str(png)),
-                                 # inline, so the asset page shows the chart itself
-                                 "chart_preview": MetadataValue.md(
-                                     f"![evolving NDCG@1](data:image/png;base64,"
-                                     f"{base64.b64encode(png.read_bytes()).decode()})"),
-                                 "as_of": str(rows["as_of"].max()),
-                                 "paired_differences": MetadataValue.md(differences.round(3).to_markdown(index=False)),
-                                 "paired_differences_text": differences_text(differences),
-                                 "overall": MetadataValue.md(overall.to_markdown(index=False)),
-                                 "per_language_family": MetadataValue.md(by_family.to_markdown(index=False))})
-
-
-iteration_assets = [iterations, evolution_report]
+iteration_assets = [iterations]

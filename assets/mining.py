@@ -18,7 +18,6 @@ from serm_dagster.resources import LakehouseResource, MiningSettings, MlflowReso
 from serm_dagster.tables import table_name, write_asset_table
 from spark_jobs.click_model import PbmSettings, fit_pbm, position_counts
 from spark_jobs.drift import drift_report
-from spark_jobs.impressions import normalize_query
 from spark_jobs.mining import (
     AGENTS,
     PAIR,

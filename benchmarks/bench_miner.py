@@ -90,7 +90,7 @@ def prepare(home: Path, paths, args, figures: list):
     """Simulate the stream, ingest it and train the seed model, timing each step into ``figures``."""
     from dagster import DagsterInstance, materialize
 
-    from serm_dagster.cli import ingest_landing
+    from serm_dagster.runner import ingest_landing
     from serm_dagster.definitions import all_assets, all_checks, default_resources
     from serm_dagster.resources import LakehouseResource, ModelSettings
     from serm_dagster.simulator import SimulationConfig, simulate

@@ -32,9 +32,11 @@ gpu_scorer = Scorer(model, tok, device="cuda", batch_size=256)
 gpu = gpu_scorer.predict_proba(q[:256], d[:256])
 print("max |p_cpu (fp32) - p_gpu (autocast)|:", float(np.abs(cpu - gpu).max()))
 for top in (1, None):
-    torch.cuda.synchronize(); t = time.perf_counter()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
     probs, samples = gpu_scorer.judge(q, d, k=4, seed=1, top_layers=top)
-    torch.cuda.synchronize(); dt = time.perf_counter() - t
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t
     print(f"judge top_layers={top}: {len(q)/dt:.0f} pairs/s, reran top only={gpu_scorer._reruns_top_layers}, "
           f"mean MD {disagreement(samples).mean():.3f}")
 labels = np.array([3 if ("red" in a and "red" in b) else (1 if a.split()[0] in b else 0) for a, b in zip(q, d)])

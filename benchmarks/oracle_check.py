@@ -34,7 +34,8 @@ from models.inference import Scorer
 from models.metrics import evaluate
 from models.relevance import RelevanceModel
 from models.training import train
-from serm_dagster.evolution import landing_days, plan_windows
+from serm_dagster.evolution import plan_windows
+from serm_dagster.runner import landing_days
 from serm_dagster.registry import Registry
 from serm_dagster.resources import ModelSettings, SparkResource
 from serm_dagster.settings import SermPaths

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
+import duckdb
+import pandas as pd
 import typer
 
+from assets.comparison import DIFFERENCE_COLUMNS, differences_text, summary_table
+from models.evaluation import markdown_table
+from models.metrics import TEST
+from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
+from serm_dagster.evolution import STRATEGY_OF_ARM, compare
+from serm_dagster.evolution import evolve as run_evolution
+from serm_dagster.panel import Panel, PanelError, choose_panel
+from serm_dagster.registry import Registry
+from serm_dagster.runner import RunFailed, ingest_landing, materialize_selection
 from serm_dagster.settings import SermPaths
-
-if TYPE_CHECKING:
-    from serm_dagster.panel import Panel
+from serm_dagster.simulator import SCENARIOS, SimulationConfig
+from serm_dagster.simulator import simulate as run_simulation
+from serm_dagster.simulator.judged import load_judged_set
+from serm_dagster.simulator.replay import ReplayConfig, replay
+from serm_dagster.storage import DeltaStore
 
 app = typer.Typer(help="SERM Lakehouse: a self-evolving relevance model on Dagster, Spark and Delta.",
                   no_args_is_help=True, add_completion=False)
@@ -72,9 +84,6 @@ def simulate(
 
 def simulate_stream(paths: SermPaths, options: dict) -> dict:
     """The embedded simulator's stream into ``paths.home``; ``options``: SimulationConfig fields."""
-    from serm_dagster.simulator import SCENARIOS, SimulationConfig
-    from serm_dagster.simulator import simulate as run_simulation
-
     if options.get("scenario", "default") not in SCENARIOS:
         raise typer.BadParameter(f"unknown scenario {options['scenario']!r}; known: {', '.join(sorted(SCENARIOS))}")
     return run_simulation(paths.home, SimulationConfig(**options))
@@ -82,9 +91,6 @@ def simulate_stream(paths: SermPaths, options: dict) -> dict:
 
 def replay_stream(paths: SermPaths, judgments: Path, catalog: Optional[Path], options: dict) -> dict:
     """A judged set replayed as a drifting stream into ``paths.home``; ``options``: ReplayConfig fields."""
-    from serm_dagster.simulator.judged import load_judged_set
-    from serm_dagster.simulator.replay import ReplayConfig, replay
-
     try:
         judged = load_judged_set(judgments, catalog)
         config = ReplayConfig(**options).validate()
@@ -105,106 +111,27 @@ def report_stream(summary: dict, echo=typer.echo) -> None:
     echo(f"  seed period {'..'.join(summary['seed_period'])}, evolving window {'..'.join(summary['evolving_window'])}")
 
 
-def _contiguous(days: list[str]) -> list[tuple[str, str]]:
-    """Consecutive days grouped into (first, last) ranges, so each range is one Dagster run."""
-    ranges: list[list[str]] = []
-    for day in sorted(days):
-        if ranges and date.fromisoformat(day) == date.fromisoformat(ranges[-1][1]) + timedelta(days=1):
-            ranges[-1][1] = day
-        else:
-            ranges.append([day, day])
-    return [(a, b) for a, b in ranges]
-
-
-def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo=typer.echo,
-                   reference_if_changed: bool = False) -> dict:
-    """Materialize the ingestion assets in process for every day found in landing/. The catalogue, judgments
-    and glossary are ingested too; with ``reference_if_changed`` only when their files changed since the
-    last time they were (what ``serm evolve`` asks for each window)."""
-    from dagster import DagsterInstance, materialize
-
-    from assets.ingest import (ingest_catalog, ingest_glossary, ingest_judgments, ingest_query_logs, landing_assets,
-                               silver_impressions)
-    from serm_dagster.checks import table_checks
-    from serm_dagster.definitions import asset_keys
-    from serm_dagster.partitions import daily_partitions
-    from serm_dagster.resources import LakehouseResource, SparkResource
-    from spark_jobs.ingest import home_day, landing_index
-
-    instance = DagsterInstance.get()
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    resources = {"spark": SparkResource(), "lakehouse": LakehouseResource(home=str(paths.home))}
-    index = landing_index(paths.landing, paths.state / "landing_index.json")
-    found = sorted({d for path, entry in index.items() for d in [*entry["days"], home_day(path, entry)]})
-    wanted = [d for d in found if days is None or d in days]
-    valid = set(daily_partitions.get_partition_keys())
-    outside = [d for d in wanted if d not in valid]
-    if outside:
-        raise typer.BadParameter(f"days {outside[0]}..{outside[-1]} lie outside the daily partitions "
-                                 f"(start {daily_partitions.start:%Y-%m-%d}); set SERM_PARTITIONS_START")
-    reference_assets = [ingest_catalog, ingest_judgments, ingest_glossary]
-    # the tables' schema checks run with them, so the UI shows every check evaluated
-    checks = table_checks(asset_keys([*reference_assets, ingest_query_logs, silver_impressions]))
-    stamp, fingerprint = paths.state / "reference_ingested.json", _reference_fingerprint(paths)
-    if not (reference_if_changed and stamp.exists() and stamp.read_text() == fingerprint):
-        reference = materialize([*landing_assets, *reference_assets, *checks], resources=resources,
-                                instance=instance, selection=reference_assets, run_config=quiet)
-        stamp.write_text(fingerprint)
-        echo(f"ingested catalogue, judgments and glossary (run {reference.run_id})")
-    runs = []
-    for first, last in _contiguous(wanted):
-        result = materialize(
-            [*landing_assets, ingest_query_logs, silver_impressions, *checks], resources=resources, instance=instance,
-            selection=[ingest_query_logs, silver_impressions], run_config=quiet,
-            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-        )
-        runs.append(result.run_id)
-        echo(f"ingested days {first}..{last} (run {result.run_id})")
-    return {"days": wanted, "runs": runs}
-
-
-def _reference_fingerprint(paths: SermPaths) -> str:
-    import json
-
-    from spark_jobs.landing import file_fingerprints
-
-    return json.dumps(file_fingerprints((paths.landing_catalog, paths.landing_judgments, paths.landing_knowledge)),
-                      sort_keys=True)
+def materialize(paths: SermPaths, selection: list[str]) -> None:
+    """``materialize_selection`` for a command: a failed run ends it with the run's message."""
+    try:
+        materialize_selection(paths, selection, echo=typer.echo)
+    except RunFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()
 def ingest(day: Optional[list[str]] = typer.Option(None, help="only these days (ISO dates); default all")):
     """Ingest whatever is in SERM_HOME/landing/ (all days it finds), in process."""
     started = time.perf_counter()
-    outcome = ingest_landing(_paths(), day or None)
+    try:
+        outcome = ingest_landing(_paths(), day or None, echo=typer.echo)
+    except ValueError as exc:  # days the daily partitions do not hold
+        raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"{len(outcome['days'])} days ingested in {time.perf_counter() - started:.1f}s")
 
 
-def materialize_selection(paths: SermPaths, selection: list[str], echo=typer.echo):
-    """Materialize assets of the Definitions in process, recorded in the Dagster instance under SERM_HOME."""
-    from dagster import AssetKey, DagsterInstance, materialize
-
-    from serm_dagster.definitions import all_assets, all_checks, default_resources
-
-    resources = default_resources(paths.home)
-    result = materialize([*all_assets, *all_checks], resources=resources, instance=DagsterInstance.get(),
-                         selection=[AssetKey.from_user_string(s) for s in selection], raise_on_error=False,
-                         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-    for check in result.get_asset_check_evaluations():
-        if not check.passed:
-            echo(f"check {check.check_name} on {check.asset_key.to_user_string()} did not pass: "
-                 f"{ {k: v.value for k, v in check.metadata.items()} }")
-    if not result.success:
-        raise typer.Exit(f"run {result.run_id} failed; see the Dagster UI or its event log")
-    return result
-
-
 def print_evaluation(paths: SermPaths, echo=typer.echo) -> None:
-    from models.evaluation import markdown_table
-    from models.metrics import TEST
-    from serm_dagster.registry import Registry
-    from serm_dagster.storage import DeltaStore
-
     store = DeltaStore(paths.lakehouse)
     if not store.exists("gold/evaluations"):
         echo("no evaluations yet")
@@ -231,7 +158,7 @@ def train(seed: bool = typer.Option(True, "--seed/--retrain",
     paths = _paths()
     model = "models/seed_model" if seed else "models/relevance_model"
     started = time.perf_counter()
-    materialize_selection(paths, ["gold/training_sets", model, "gold/evaluations", "gold/promotions"])
+    materialize(paths, ["gold/training_sets", model, "gold/evaluations", "gold/promotions"])
     typer.echo(f"trained {model} in {time.perf_counter() - started:.0f}s\n")
     print_evaluation(paths)
 
@@ -245,8 +172,6 @@ def evaluation():
 @app.command()
 def tables():
     """Every Delta table: version, rows and the lineage of its latest commit."""
-    from serm_dagster.storage import DeltaStore
-
     paths = _paths()
     store = DeltaStore(paths.lakehouse)
     typer.echo(f"{'table':28} {'version':>7} {'rows':>9}  last written by")
@@ -267,8 +192,6 @@ PANEL_HELP = ("the judge panel file (YAML; see README, 'Configuring the judge pa
 def choose_judges(panel: str | None, paths: SermPaths) -> Panel:
     """The panel ``--panel`` names (or SERM_PANEL's, or SERM_HOME/panel.yaml), said on the terminal; a file
     that cannot be used is a bad ``--panel`` with every problem listed."""
-    from serm_dagster.panel import PanelError, choose_panel
-
     try:
         chosen = choose_panel(panel, paths.home)
     except PanelError as exc:
@@ -289,9 +212,6 @@ def evolve(
     panel: Optional[str] = typer.Option(None, help=PANEL_HELP),
 ):
     """Run the self-evolution loop (resuming where it stopped), or the comparison of arms."""
-    from serm_dagster.evolution import STRATEGY_OF_ARM, compare
-    from serm_dagster.evolution import evolve as run_evolution
-
     if strategy not in STRATEGY_OF_ARM:
         raise typer.BadParameter(f"strategy must be one of {sorted(STRATEGY_OF_ARM)}")
     paths = _paths()
@@ -300,7 +220,7 @@ def evolve(
     if compare_arms:
         compare(paths, iterations, tuple(int(s) for s in seeds.split(",") if s.strip()), window_days, typer.echo,
                 workers=workers, panel=chosen)
-        materialize_selection(paths, ["gold/evolution_report"])
+        materialize(paths, ["gold/evolution_report"])
         report()
     else:
         run_evolution(paths, iterations, STRATEGY_OF_ARM[strategy], window_days, typer.echo, chosen)
@@ -310,11 +230,6 @@ def evolve(
 @app.command()
 def report(family: bool = typer.Option(False, "--family", help="per language family instead of overall")):
     """The comparison table (arms x iterations x test sets) and where its chart is."""
-    import pandas as pd
-
-    from serm_dagster.evolution import DIFFERENCE_COLUMNS, differences_text, summary_table
-    from serm_dagster.storage import DeltaStore
-
     paths = _paths()
     store = DeltaStore(paths.lakehouse)
     if not store.exists("gold/evolution_report"):
@@ -334,11 +249,6 @@ def sql(query: str = typer.Argument(..., help="an analytic's name (a file in sql
         limit: int = typer.Option(50, help="rows to print at most")):
     """Run one agreement analytic by name, or any SELECT over agent_votes, agent_labels, consensus_labels and
     judgments (the Delta tables, registered by name in DuckDB)."""
-    import duckdb
-
-    from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
-    from serm_dagster.storage import DeltaStore
-
     con = connect(DeltaStore(_paths().lakehouse))
     try:
         name = query.strip()
@@ -367,8 +277,6 @@ def demo(
 ):
     """The main job on the embedded default data: simulate a drifting stream, run SERM iterations over its
     newest windows and the comparison with the frozen seed model and self-training, print the report."""
-    from serm_dagster.evolution import compare
-
     started = time.perf_counter()
     paths = _paths()
     chosen = choose_judges(panel, paths)
@@ -376,7 +284,7 @@ def demo(
     typer.echo("\nthe comparison: the seed model first, then the SERM arm (here) and the self-training arm "
                "(in SERM_HOME/compare/) side by side ...")
     compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2, panel=chosen)
-    materialize_selection(paths, ["gold/evolution_report"])
+    materialize(paths, ["gold/evolution_report"])
     typer.echo("")
     report(family=False)
     typer.echo(f"\ndone in {time.perf_counter() - started:.0f}s. Everything is under {paths.home}.\n"

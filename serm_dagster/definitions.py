@@ -6,6 +6,7 @@ from dagster import Definitions
 
 from assets.analytics import analytics_assets
 from assets.annotation import annotation_assets
+from assets.comparison import comparison_assets
 from assets.evaluation import evaluation_assets, evaluation_checks
 from assets.ingest import ingest_assets
 from assets.iterations import iteration_assets
@@ -25,7 +26,7 @@ from serm_dagster.sensors import landing_sensor, rejected_challenger_sensor, ret
 from serm_dagster.settings import SermPaths
 
 all_assets = [*ingest_assets, *mining_assets, *annotation_assets, *training_assets, *evaluation_assets,
-              *iteration_assets, *analytics_assets]
+              *iteration_assets, *comparison_assets, *analytics_assets]
 
 
 def asset_keys(assets_defs) -> list:

@@ -11,7 +11,6 @@ import pandas as pd
 class RelevancePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from models.inference import Scorer
-        from models.relevance import RelevanceModel
 
         self.scorer = Scorer.from_folder(context.artifacts["model_dir"], device="auto")
 

@@ -8,10 +8,15 @@ from pathlib import Path
 from dagster import Config, ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from models.agents import AgreementSettings, OpenAIChatAgent
 from models.agents.embedded import DEFAULT_AGENTS
+from models.mixing import MixWeights
+from serm_dagster.registry import Registry
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
+from spark_jobs.drift import DriftSettings
 from spark_jobs.landing import LandingLimits
+from spark_jobs.mining import MinerSettings
 
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
@@ -116,9 +121,7 @@ class MlflowResource(ConfigurableResource):
     artifact_root: str = ""
     experiment: str = "serm"
 
-    def registry(self, home: str | os.PathLike) -> "Registry":
-        from serm_dagster.registry import Registry
-
+    def registry(self, home: str | os.PathLike) -> Registry:
         default = Registry.under(Path(home), self.experiment)
         return Registry(self.tracking_uri or default.tracking_uri, self.artifact_root or default.artifact_root,
                         self.experiment)
@@ -173,7 +176,7 @@ class ModelSettings(ConfigurableResource):
                                  "training one; '' trains it on the seed judgments")
 
     def training_config(self, progress: bool = True, warm_start: bool = False):
-        from models.training import TrainingConfig
+        from models.training import TrainingConfig  # torch loads when a model trains, not with the resource
 
         return TrainingConfig(epochs=self.retrain_epochs if warm_start else self.epochs, batch_size=self.batch_size,
                               frozen_layers=self.retrain_frozen_layers if warm_start else 0,
@@ -187,13 +190,11 @@ class ModelSettings(ConfigurableResource):
 
     def scorer(self, model_dir):
         """A Scorer for a saved model with these settings."""
-        from models.inference import Scorer
+        from models.inference import Scorer  # torch loads when a model scores, not with the resource
 
         return Scorer.from_folder(model_dir, **self.scorer_options())
 
     def mix_weights(self):
-        from models.mixing import MixWeights
-
         return MixWeights(seed=self.seed_weight, earlier=self.earlier_weight, current=self.current_weight)
 
 
@@ -227,14 +228,10 @@ class MiningSettings(ConfigurableResource):
     seed: int = 17
 
     def miner(self):
-        from spark_jobs.mining import MinerSettings
-
         fields = MinerSettings.__dataclass_fields__
         return MinerSettings(**{k: v for k, v in self.model_dump().items() if k in fields})
 
     def drift(self):
-        from spark_jobs.drift import DriftSettings
-
         return DriftSettings(embedding_sample_size=self.embedding_sample_size, seed=self.seed)
 
 
@@ -281,14 +278,10 @@ class AnnotatorSettings(ConfigurableResource):
         return 2 if self.llm_agents else 1
 
     def agreement(self):
-        from models.agents import AgreementSettings
-
         return AgreementSettings(n_paths=self.n_paths, early_stop=self.early_stop, quorum=self.quorum,
                                  min_voters=self.min_voters, min_backends=self.backends_needed())
 
     def llm_panel(self) -> list:
-        from models.agents import OpenAIChatAgent
-
         return [OpenAIChatAgent(a.name, a.base_url, a.model, api_key_env=a.api_key_env, temperature=a.temperature,
                                 max_concurrency=a.max_concurrency, timeout_s=a.timeout_s, max_retries=a.max_retries)
                 for a in self.llm_agents]

@@ -25,6 +25,7 @@ from assets.mining import annotated_iterations
 from serm_dagster.jobs import ingest_daily_job, ingest_reference_job, iteration_job, record_iteration_job, retrain_job
 from serm_dagster.panel import choose_panel, panel_tags
 from serm_dagster.partitions import daily_partitions
+from serm_dagster.registry import CHAMPION
 from serm_dagster.resources import LakehouseResource, MlflowResource
 from serm_dagster.settings import SermPaths
 from spark_jobs.ingest import home_day, landing_index
@@ -106,8 +107,6 @@ MIN_NEW_LABELS = 200
 def new_labels_reason(store, registry) -> tuple[str | None, str | None]:
     """(run key, reason) when the accepted labels of iterations the champion has not trained on reach
     ``MIN_NEW_LABELS`` (e.g. labels that arrived after a rejected or failed retraining)."""
-    from serm_dagster.registry import CHAMPION
-
     if not store.exists("gold/consensus_labels"):
         return None, "no accepted labels yet"
     champion = registry.alias_version(CHAMPION)

@@ -14,7 +14,6 @@ from models.agents import (
     PairToJudge,
     ReasoningPath,
     SqliteVoteCache,
-    agree_across_agents,
     annotate,
     build_messages,
     majority_is_certain,

@@ -19,7 +19,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from models.backbone import tiny_backbone
-from serm_dagster.cli import ingest_landing
+from serm_dagster.runner import ingest_landing
 from serm_dagster.definitions import all_assets, all_checks, default_resources
 from serm_dagster.resources import LakehouseResource, ModelSettings
 from serm_dagster.settings import SermPaths

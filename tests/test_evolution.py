@@ -8,11 +8,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from assets.comparison import comparison_rows, paired_differences, summary_table
 from models.backbone import tiny_backbone
-from serm_dagster.cli import app, ingest_landing
+from serm_dagster.cli import app
 from serm_dagster.registry import Registry
-from serm_dagster.evolution import compare, comparison_rows, evolve, paired_differences, plan_windows, summary_table
+from serm_dagster.evolution import compare, evolve, plan_windows
 from serm_dagster.resources import MiningSettings, ModelSettings, SparkResource
+from serm_dagster.runner import ingest_landing, materialize_selection
 from serm_dagster.settings import SermPaths
 from serm_dagster.simulator import SimulationConfig, simulate
 from serm_dagster.storage import DeltaStore
@@ -95,8 +97,6 @@ def test_evolve_after_ingesting_every_day_replays_window_by_window(stream_home, 
     assert store.version("gold/agent_votes") == votes_version
 
     # re-running the annotation of the newest iteration: no duplicate labels and no new agent calls
-    from serm_dagster.cli import materialize_selection
-
     monkeypatch.setenv("SERM_HOME", str(stream_home))
     result = materialize_selection(paths, ["gold/agent_votes", "gold/agent_labels", "gold/consensus_labels"])
     meta = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
@@ -154,8 +154,6 @@ def test_compare_runs_the_arms_and_reports(stream_home, tmp_path, monkeypatch):
     runner = CliRunner()
     materialized = runner.invoke(app, ["report"])
     assert materialized.exit_code == 1 and "serm evolve --compare" in materialized.output
-    from serm_dagster.cli import materialize_selection
-
     report = materialize_selection(paths, ["gold/evolution_report"])
     assert {arm: store.version("gold/evaluations") for arm, store in evaluations.items()} == versions
     meta = next(m for m in report.get_asset_materialization_events()).materialization.metadata

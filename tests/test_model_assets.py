@@ -13,7 +13,7 @@ from assets.mining import mining_assets
 from assets.training import training_assets, training_checks
 from models.agents.embedded import DEFAULT_AGENTS
 from serm_dagster.checks import table_checks
-from serm_dagster.cli import ingest_landing
+from serm_dagster.runner import ingest_landing
 from serm_dagster.definitions import asset_keys
 from serm_dagster.registry import CHALLENGER, CHAMPION, Registry
 from serm_dagster.resources import (

@@ -11,7 +11,7 @@ from dagster import RunRequest, build_schedule_context, instance_for_test
 from typer.testing import CliRunner
 
 from models.agents.embedded import DEFAULT_AGENTS
-from serm_dagster import cli, evolution
+from serm_dagster import cli
 from serm_dagster.definitions import default_resources
 from serm_dagster.evolution import resources_for
 from serm_dagster.panel import (
@@ -197,8 +197,8 @@ def captured(home, monkeypatch):
     """The CLI's evolve / compare / demo with the work stubbed out: what they were given."""
     calls = {}
     monkeypatch.delenv(PANEL_ENV, raising=False)
-    monkeypatch.setattr(evolution, "evolve", lambda *args, **kw: calls.update(evolve=(args, kw)))
-    monkeypatch.setattr(evolution, "compare", lambda *args, **kw: calls.update(compare=(args, kw)))
+    monkeypatch.setattr(cli, "run_evolution", lambda *args, **kw: calls.update(evolve=(args, kw)))
+    monkeypatch.setattr(cli, "compare", lambda *args, **kw: calls.update(compare=(args, kw)))
     for name in ("materialize_selection", "report", "simulate"):
         monkeypatch.setattr(cli, name, lambda *args, **kw: None)
     return calls

@@ -100,7 +100,7 @@ MATERIALIZE_DAY = textwrap.dedent("""
 
 def test_concurrent_materializations_of_two_partitions(tmp_path, monkeypatch):
     """Two Dagster runs, in two processes, each rebuilding one day of silver/impressions at the same time."""
-    from serm_dagster.cli import ingest_landing
+    from serm_dagster.runner import ingest_landing
     from serm_dagster.settings import SermPaths
     from serm_dagster.simulator import SimulationConfig, simulate
 
