@@ -33,9 +33,11 @@ app = typer.Typer(help="SERM Lakehouse: a self-evolving relevance model on Dagst
 
 @app.callback()
 def _quiet_libraries():
-    """Progress lines are ours: MLflow's INFO logging and Hugging Face's weight-loading bars stay out of them
-    (environment variables, so the comparison's arm processes inherit them)."""
+    """Progress lines are ours: MLflow's INFO logging and artifact download bars, and Hugging Face's
+    weight-loading bars stay out of them (environment variables, so the comparison's arm processes inherit
+    them)."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model version fetched
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 

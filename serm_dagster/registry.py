@@ -13,6 +13,8 @@ from typing import Any, Mapping
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 
 MODEL_NAME = "serm-relevance"
 CHAMPION = "champion"
@@ -67,6 +69,7 @@ class Registry:
                 python_model=str(PYFUNC_CODE),
                 artifacts={"model_dir": str(model_dir)},
                 registered_model_name=MODEL_NAME,
+                signature=SIGNATURE,
                 pip_requirements=[],  # the serving environment is this project's; no pip resolution
             )
         version = str(info.registered_model_version)
@@ -101,6 +104,14 @@ class Registry:
         self.client()
         ref = f"@{alias_or_version}" if not alias_or_version.isdigit() else f"/{alias_or_version}"
         return mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}{ref}")
+
+
+# What the pyfunc (serm_dagster/mlflow_model.py) takes and returns: the registry shows it, and MLflow has no
+# type hints to infer it from (it warned on every version logged).
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "query"), ColSpec("string", "doc_text")]),
+    outputs=Schema([ColSpec("double", name) for name in ("p0", "p1", "p2", "p3", "score")]),
+)
 
 
 def _param(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from dagster import Config, ConfigurableResource
@@ -51,6 +52,11 @@ def build_spark_session(
         # million-row window; read when the JVM starts, i.e. by the process's first session
         "spark.driver.memory": driver_memory or os.environ.get("SERM_SPARK_DRIVER_MEMORY", "4g"),
     }
+    if master.startswith("local"):
+        # local executors are this machine's processes: their Python workers run this interpreter (and its
+        # packages), not the first python3 on the PATH; PySpark reads it when the SparkContext starts. A
+        # cluster's executors bring their own (PYSPARK_PYTHON there).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.update(conf or {})
     if master.startswith("sc://"):
         settings = {k: v for k, v in settings.items() if not k.startswith(("spark.ui", "spark.driver"))}
