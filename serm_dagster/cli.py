@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,7 @@ from assets.comparison import DIFFERENCE_COLUMNS, differences_text, summary_tabl
 from models.evaluation import markdown_table
 from models.metrics import TEST
 from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
-from serm_dagster.evolution import STRATEGY_OF_ARM, compare
+from serm_dagster.evolution import STRATEGY_OF_ARM, MissingInput, compare
 from serm_dagster.evolution import evolve as run_evolution
 from serm_dagster.panel import Panel, PanelError, choose_panel
 from serm_dagster.registry import Registry
@@ -111,6 +112,16 @@ def report_stream(summary: dict, echo=typer.echo) -> None:
         echo("  judged queries " + ", ".join(f"{k} {v}" for k, v in counts["judgment_queries"].items())
              + "; pairs " + ", ".join(f"{k} {v}" for k, v in counts["judgments"].items()))
     echo(f"  seed period {'..'.join(summary['seed_period'])}, evolving window {'..'.join(summary['evolving_window'])}")
+
+
+@contextmanager
+def stopping_on(*errors: type[Exception]):
+    """A command stops on these errors with their message (what is missing and what to add), no traceback."""
+    try:
+        yield
+    except errors as exc:
+        typer.echo(f"stopped: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def materialize(paths: SermPaths, selection: list[str]) -> None:
@@ -219,13 +230,15 @@ def evolve(
     paths = _paths()
     chosen = choose_judges(panel, paths)
     started = time.perf_counter()
+    with stopping_on(MissingInput):
+        if compare_arms:
+            compare(paths, iterations, tuple(int(s) for s in seeds.split(",") if s.strip()), window_days,
+                    typer.echo, workers=workers, panel=chosen)
+        else:
+            run_evolution(paths, iterations, STRATEGY_OF_ARM[strategy], window_days, typer.echo, chosen)
     if compare_arms:
-        compare(paths, iterations, tuple(int(s) for s in seeds.split(",") if s.strip()), window_days, typer.echo,
-                workers=workers, panel=chosen)
         materialize(paths, ["gold/evolution_report"])
         report()
-    else:
-        run_evolution(paths, iterations, STRATEGY_OF_ARM[strategy], window_days, typer.echo, chosen)
     typer.echo(f"\nevolved in {time.perf_counter() - started:.0f}s")
 
 
@@ -285,7 +298,8 @@ def demo(
     report_stream(simulate_stream(paths, {"seed": seed, "start_date": "2026-01-01", "drift_strength": 1.0, **DEMO_STREAM}))
     typer.echo("\nthe comparison: the seed model first, then the SERM arm (here) and the self-training arm "
                "(in SERM_HOME/compare/) side by side ...")
-    compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2, panel=chosen)
+    with stopping_on(MissingInput):
+        compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2, panel=chosen)
     materialize(paths, ["gold/evolution_report"])
     typer.echo("")
     report(family=False)

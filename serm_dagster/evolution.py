@@ -37,6 +37,7 @@ from serm_dagster.resources import MiningSettings, ModelSettings, SparkResource
 from serm_dagster.runner import SILENT, ingest_landing, landing_days, run_job
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
+from spark_jobs.ingest import collect_judgments
 
 STRATEGY_OF_ARM = {"self-training": "self-training", "serm": "agents"}
 
@@ -49,6 +50,10 @@ class EvolutionPlan:
     windows: list[list[str]]
 
 
+class MissingInput(ValueError):
+    """What the landing folder lacks for an evolution, found before any work is done."""
+
+
 def plan_windows(days: list[str], iterations: int, window_days: int) -> EvolutionPlan:
     """The newest ``iterations * window_days`` days, cut into consecutive windows; the days before them
     are the history the seed model and the first drift report see."""
@@ -57,8 +62,10 @@ def plan_windows(days: list[str], iterations: int, window_days: int) -> Evolutio
     if iterations < 1 or window_days < 1:
         raise ValueError("iterations and window_days must be at least 1")
     if len(days) <= needed:
-        raise ValueError(f"{iterations} iterations of {window_days} days need more than {needed} days of logs in "
-                         f"landing/; found {len(days)}")
+        raise MissingInput(f"{iterations} iterations of {window_days} days need more than {needed} days of logs in "
+                           f"landing/logs/ (the days before the windows are the seed model's history); found "
+                           f"{len(days)}. Add days of logs, or run fewer or shorter windows (--iterations, "
+                           f"--window-days)")
     first = len(days) - needed
     return EvolutionPlan(days[:first], [days[first + i * window_days: first + (i + 1) * window_days]
                                         for i in range(iterations)])
@@ -77,6 +84,33 @@ def completed_iterations(paths: SermPaths) -> int:
     return int(store.read_arrow("gold/iterations", columns=["iteration"]).column("iteration").to_pandas().max())
 
 
+def judgment_gaps(judgments: pd.DataFrame, plan: EvolutionPlan) -> list[str]:
+    """Why the validated judgments cannot carry these windows: each problem with what to add."""
+    seed, test = judgments[judgments["split"] == "seed"], judgments[judgments["split"] == "test"]
+    contract = "(query, doc_id, language, label 0-3, split, ts)"
+    gaps = []
+    if seed.empty:
+        gaps.append(f"no seed judgments: the seed model trains on them. Add judged pairs {contract} with "
+                    f"split=seed to landing/judgments/ (a few thousand; labels from people, or from an LLM panel)")
+    if test.empty:
+        gaps.append(f"no test judgments: promotion decides on them and every report shows them. Add judged "
+                    f"pairs {contract} with split=test to landing/judgments/, dated by ts")
+    elif test["ts"].isna().all():
+        gaps.append("the test judgments have no ts: an iteration's gate reads the judgments dated up to its "
+                    "window's end, so none could ever be promoted. Give each test judgment the day it was judged")
+    elif (test["ts"].dropna().dt.strftime("%Y-%m-%d") > plan.windows[-1][-1]).all():
+        gaps.append(f"every test judgment is dated after the last window ({plan.windows[-1][-1]}): no iteration "
+                    f"has one to decide on. Add test judgments dated within the windows")
+    return gaps
+
+
+def require_inputs(paths: SermPaths, plan: EvolutionPlan) -> None:
+    """Stop with every gap of landing/judgments/ (``judgment_gaps``), before anything is ingested or trained."""
+    gaps = judgment_gaps(collect_judgments(paths.landing_judgments).kept, plan)
+    if gaps:
+        raise MissingInput(f"{paths.landing_judgments}:\n" + "\n".join(f"- {gap}" for gap in gaps))
+
+
 def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
             echo: Callable[[str], None] = print, panel: Panel | None = None,
             **resource_overrides) -> tuple[EvolutionPlan, dict, dict]:
@@ -87,6 +121,7 @@ def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", win
     if mining.window_days != window_days:
         raise ValueError(f"mining_settings.window_days={mining.window_days} but the windows are {window_days} days")
     plan = plan_windows(landing_days(paths), iterations, window_days)
+    require_inputs(paths, plan)
     panel = panel or choose_panel(home=paths.home)
     resources = resources_for(paths, strategy, panel, mining_settings=mining, **resource_overrides)
     tags = {"serm/strategy": strategy, "serm/trigger": "serm evolve", **panel_tags(panel, strategy, paths)}
