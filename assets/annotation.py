@@ -28,6 +28,7 @@ from serm_dagster.resources import (
 )
 from serm_dagster.tables import table_name, write_asset_table
 from spark_jobs.mining import PAIR
+from spark_jobs.training import document_texts
 
 GROUP = "annotation"
 OWNERS = ["team:serm"]
@@ -125,8 +126,6 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
     upstream = {table_name(MINED_SAMPLES): store.version(table_name(MINED_SAMPLES))}
 
     if annotator_settings.strategy == "self-training":
-        from spark_jobs.training import document_texts
-
         registry = mlflow_resource.registry(lakehouse.paths.home)
         scorer = model_settings.scorer(registry.model_dir(registry.alias_version(CHAMPION)))
         documents = document_texts(store.read_spark(session, table_name(BRONZE_CATALOG))) \
