@@ -6,9 +6,13 @@ promotion check moves ``champion`` to it only when it wins on the test sets.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import mlflow
 from mlflow import MlflowClient
@@ -64,14 +68,15 @@ class Registry:
             for key, values in (step_metrics or {}).items():
                 for step, value in enumerate(values):
                     mlflow.log_metric(key, float(value), step=step)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_CODE),
-                artifacts={"model_dir": str(model_dir)},
-                registered_model_name=MODEL_NAME,
-                signature=SIGNATURE,
-                pip_requirements=[],  # the serving environment is this project's; no pip resolution
-            )
+            with _quiet_mlflow():
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={"model_dir": str(model_dir)},
+                    registered_model_name=MODEL_NAME,
+                    signature=SIGNATURE,
+                    pip_requirements=[],  # the serving environment is this project's; no pip resolution
+                )
         version = str(info.registered_model_version)
         self.client().set_model_version_tag(MODEL_NAME, version, "mlflow_run_id", run.info.run_id)
         return run.info.run_id, version
@@ -112,6 +117,21 @@ SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "query"), ColSpec("string", "doc_text")]),
     outputs=Schema([ColSpec("double", name) for name in ("p0", "p1", "p2", "p3", "score")]),
 )
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow prints "Successfully registered model", "Created version" and an input-example hint to stderr for
+    every version logged; the registry (versions, tags, aliases) records the same. On an error the captured text
+    is shown after all."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="An input example was not provided")
+            yield
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
 
 
 def _param(value: Any) -> str:
