@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 
 from dagster import Config, ConfigurableResource
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from models.agents import AgreementSettings, OpenAIChatAgent
 from models.agents.embedded import DEFAULT_AGENTS
@@ -21,6 +22,32 @@ from spark_jobs.mining import MinerSettings
 
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+class Choice(str, Enum):
+    """A setting with named values: a typo is an error, not the other branch; it prints as its value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Strategy(Choice):
+    AGENTS = "agents"  # the multi-agent annotator
+    SELF_TRAINING = "self-training"  # the serving model's own predicted labels (the paper's baseline)
+
+
+class RetrainFrom(Choice):
+    CHAMPION = "champion"  # fine-tune the serving model on the mix
+    BACKBONE = "backbone"  # train from the pretrained encoder
+
+
+class Settings(ConfigurableResource):
+    """Our resources: a field name that is not theirs (a misspelt setting) is an error, never dropped."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def build_spark_session(
@@ -68,7 +95,7 @@ def build_spark_session(
     return session
 
 
-class SparkResource(ConfigurableResource):
+class SparkResource(Settings):
     """One SparkSession per process: ``local[2]`` by default, any master or ``sc://`` URL otherwise."""
 
     master: str = Field(default_factory=lambda: os.environ.get("SERM_SPARK_MASTER", "local[2]"))
@@ -83,7 +110,7 @@ class SparkResource(ConfigurableResource):
                                    self.log_level, self.conf)
 
 
-class LakehouseResource(ConfigurableResource):
+class LakehouseResource(Settings):
     """The data folder (``SERM_HOME``), its Delta tables, and the limits on what one landing record may hold
     (``spark_jobs.landing.LandingLimits``; a value over its limit quarantines its row)."""
 
@@ -120,7 +147,7 @@ class LakehouseResource(ConfigurableResource):
         return DeltaStore(self.paths.lakehouse)
 
 
-class MlflowResource(ConfigurableResource):
+class MlflowResource(Settings):
     """MLflow tracking + registry; SQLite and artifacts under SERM_HOME unless a URI is given."""
 
     tracking_uri: str = ""
@@ -133,7 +160,7 @@ class MlflowResource(ConfigurableResource):
                         self.experiment)
 
 
-class ModelSettings(ConfigurableResource):
+class ModelSettings(Settings):
     """How the relevance model is built, trained, evaluated and promoted."""
 
     backbone: str = Field(default_factory=lambda: os.environ.get("SERM_BACKBONE", "all-MiniLM-L6-v2"),
@@ -144,7 +171,7 @@ class ModelSettings(ConfigurableResource):
                                   "3x faster than fp32), fp16 on older GPUs; False: fp32 everywhere")
     epochs: int = Field(default=4, description="epochs over the seed set when training from the backbone (the seed "
                         "model): with encoder_lr 2e-4, 4 epochs reach the plateau a 10-epoch run shows on the demo stream")
-    retrain_from: str = Field(default="champion", description="'champion': retraining fine-tunes the serving "
+    retrain_from: RetrainFrom = Field(default=RetrainFrom.CHAMPION, description="'champion': retraining fine-tunes the serving "
                               "model on the mix (fast, keeps what it knows); 'backbone': from the pretrained encoder")
     retrain_epochs: int = Field(default=1, description="epochs over the mix when retraining from the champion")
     retrain_frozen_layers: int = Field(default=0, description="when retraining from the champion, the embeddings "
@@ -204,7 +231,7 @@ class ModelSettings(ConfigurableResource):
         return MixWeights(seed=self.seed_weight, earlier=self.earlier_weight, current=self.current_weight)
 
 
-class MiningSettings(ConfigurableResource):
+class MiningSettings(Settings):
     """The iteration's window, the drift report and the miner's thresholds (see spark_jobs/mining.py)."""
 
     window_days: int = Field(default=3, description="days in the window of the stream an iteration mines")
@@ -244,6 +271,8 @@ class MiningSettings(ConfigurableResource):
 class LlmAgentConfig(Config):
     """One LLM judge behind an OpenAI-compatible chat API (vLLM, Ollama, llama.cpp server, hosted)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str
     base_url: str = Field(description="e.g. http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
     model: str
@@ -254,10 +283,10 @@ class LlmAgentConfig(Config):
     max_retries: int = 4
 
 
-class AnnotatorSettings(ConfigurableResource):
+class AnnotatorSettings(Settings):
     """Who labels the mined pairs and how they must agree (see models/agents/agreement.py)."""
 
-    strategy: str = Field(default="agents", description="'agents': the multi-agent annotator; 'self-training': "
+    strategy: Strategy = Field(default=Strategy.AGENTS, description="'agents': the multi-agent annotator; 'self-training': "
                           "the serving model's own predicted labels (the paper's baseline)")
     self_training_min_confidence: float = Field(default=0.5, description="self-training keeps a predicted label "
                                                 "only where the model gives it at least this probability (0 keeps "
