@@ -114,6 +114,9 @@ def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, 
     both read on the validation part of each set, never on the test part the reports show: choosing a model
     on the pairs it is reported on would flatter it.
 
+    NDCG@1 moves only when a query's top document changes, so on a few dozen evolving validation queries
+    two models often tie; a tie is broken by evolving NDCG@4 (the top four), on the same validation part.
+
     The static set measures what the model knew before the stream drifted, and the seed model is what it
     knew: anchored there, losses just under the margin cannot add up over iterations. The champion's static
     score is not the anchor: its gains over the seed model are mostly noise, and guarding them rejected
@@ -135,7 +138,17 @@ def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, 
     if new_evolving is None or old_evolving is None:
         return PromotionDecision(False, "no evolving test set to compare on", new_evolving, old_evolving, new_static,
                                  old_static, static_margin)
-    if new_evolving <= old_evolving:
+    tie_break = ""
+    if abs(new_evolving - old_evolving) < 1e-9:
+        new_at4 = headline(challenger, "evolving", "ndcg@4", VALIDATION)
+        old_at4 = headline(champion, "evolving", "ndcg@4", VALIDATION)
+        if new_at4 is None or old_at4 is None or new_at4 <= old_at4:
+            reason = f"evolving NDCG@1 {new_evolving:.2f} ties {old_evolving:.2f}" + (
+                "" if new_at4 is None or old_at4 is None else f" and NDCG@4 {new_at4:.2f} does not improve on "
+                                                              f"{old_at4:.2f}")
+            return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
+        tie_break = f" (a tie, broken by NDCG@4 {old_at4:.2f} -> {new_at4:.2f})"
+    elif new_evolving < old_evolving:
         reason = f"evolving NDCG@1 {new_evolving:.2f} does not improve on {old_evolving:.2f}"
         return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
     seed_static = None if seed is None or seed.empty else on_validation(seed, "static")
@@ -151,7 +164,7 @@ def promotion_decision(challenger: pd.DataFrame, champion: pd.DataFrame | None, 
             return PromotionDecision(False, reason, new_evolving, old_evolving, new_static, old_static, static_margin)
         within_noise = (f"; static loss within noise (per query {loss['low']:+.2f} .. {loss['high']:+.2f}, "
                         f"{loss['n_queries']} queries)")
-    reason = f"evolving NDCG@1 {old_evolving:.2f} -> {new_evolving:.2f}"
+    reason = f"evolving NDCG@1 {old_evolving:.2f} -> {new_evolving:.2f}{tie_break}"
     if new_static is not None and old_static is not None:
         reason += f", static {old_static:.2f} -> {new_static:.2f}"
         if seed_static is not None:

@@ -61,6 +61,8 @@ def simulate(
                                            "no-category (no category attribute, other attribute names, no glossary)"),
     seed_judgments: Optional[int] = typer.Option(None, help="judged pairs in the seed (SFT) set [default: 3000]"),
     test_judgments: Optional[int] = typer.Option(None, help="judged pairs in each test set [default: 1500]"),
+    evolving_test_judgments: Optional[int] = typer.Option(None, help="judged pairs in the evolving test set "
+                                                          "[default: --test-judgments]"),
     from_judgments: Optional[Path] = typer.Option(None, "--from-judgments", help="replay this judged set instead: "
                                                   "an ESCI folder, or judgments files (query, doc_id, language, "
                                                   "label) with --catalog"),
@@ -71,7 +73,7 @@ def simulate(
     given = {"days": days, "queries_per_day": queries_per_day, "seed": seed, "start_date": start_date,
              "evolving_window_days": evolving_days}
     simulator_only = {"drift_strength": drift_strength, "scenario": scenario, "seed_judgments": seed_judgments,
-                      "test_judgments": test_judgments}
+                      "test_judgments": test_judgments, "evolving_test_judgments": evolving_test_judgments}
     if from_judgments is not None:
         unused = [f"--{k.replace('_', '-')}" for k, v in simulator_only.items() if v is not None]
         if unused:
@@ -279,7 +281,8 @@ def sql(query: str = typer.Argument(..., help="an analytic's name (a file in sql
 
 # The demo's stream, sized so the whole comparison (seed model, 3 iterations of SERM and 3 of self-training)
 # runs in under 15 minutes on 2 CPU cores; `serm simulate` writes the full-size default stream.
-DEMO_STREAM = {"days": 14, "queries_per_day": 1000, "seed_judgments": 1500, "test_judgments": 1500}
+DEMO_STREAM = {"days": 14, "queries_per_day": 1000, "seed_judgments": 1500, "test_judgments": 1500,
+               "evolving_test_judgments": 3000}
 
 
 @app.command()

@@ -365,6 +365,23 @@ def test_promotion_reads_only_the_validation_parts():
     assert better.promote and better.challenger_static == 95.0
 
 
+def test_a_tie_on_evolving_ndcg1_is_broken_by_ndcg4_on_the_validation_part():
+    """On a few dozen validation queries NDCG@1 often ties: the top four decide then, still on validation."""
+    from models.evaluation import promotion_decision
+
+    def table(ndcg1: float, ndcg4_validation: float, ndcg4_test: float) -> pd.DataFrame:
+        at4 = pd.DataFrame({"test_set": "evolving", "slice_type": "overall", "slice": "all", "metric": "ndcg@4",
+                            "value": [ndcg4_validation, ndcg4_test], "part": ["validation", "test"]})
+        return pd.concat([headline_rows(ndcg1, 95.0).assign(part="validation"), at4], ignore_index=True)
+
+    champion = table(90.0, 80.0, 80.0)
+    broken = promotion_decision(table(90.0, 82.0, 70.0), champion, 0.5, champion)
+    assert broken.promote and "broken by NDCG@4 80.00 -> 82.00" in broken.reason
+    level = promotion_decision(table(90.0, 80.0, 99.0), champion, 0.5, champion)  # the test part never decides
+    assert not level.promote and "ties" in level.reason
+    assert not promotion_decision(table(89.0, 99.0, 99.0), champion, 0.5, champion).promote  # NDCG@1 comes first
+
+
 def test_a_static_loss_rejects_only_when_it_is_more_than_a_query_flipping():
     """74 static validation queries: one query's flip moves NDCG@1 by 1.35 points, more than the 0.5 margin. A
     challenger that loses one query (and is better on the evolving set) is promoted; one that loses many is not."""

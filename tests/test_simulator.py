@@ -285,6 +285,26 @@ def test_judgments(drifting, logs):
     assert seen[["query", "language", "doc_id"]].drop_duplicates().shape[0] == len(seed)
 
 
+def test_a_larger_evolving_set_leaves_the_seed_and_static_sets_as_they_were(drifting, tmp_path):
+    """The evolving set can be sized on its own (the gate of an iteration reads only its window's share of
+    it); the seed and static sets, and the stream, stay the same."""
+    home, _ = drifting
+    larger = SimulationConfig(**{**SMALL, "evolving_test_judgments": 2 * SMALL["test_judgments"]})
+    simulate(tmp_path, larger)
+    before = pd.read_parquet(home / "landing" / "judgments" / "test.parquet")
+    after = pd.read_parquet(tmp_path / "landing" / "judgments" / "test.parquet")
+    for name in ("seed.parquet",):
+        assert pd.read_parquet(home / "landing" / "judgments" / name).equals(
+            pd.read_parquet(tmp_path / "landing" / "judgments" / name))
+    static = [t[t["test_set"] == "static"].reset_index(drop=True) for t in (before, after)]
+    assert static[0].equals(static[1])
+    evolving = after[after["test_set"] == "evolving"]
+    assert len(evolving) == larger.evolving_judgments == 2 * SMALL["test_judgments"]
+    assert not set(evolving["query"]) & set(static[1]["query"])
+    with pytest.raises(ValueError):
+        SimulationConfig(evolving_test_judgments=0).validate()
+
+
 def test_truth_covers_all_logged_pairs(drifting, logs):
     home, _ = drifting
     truth = pd.read_parquet(home / "simulator" / "truth" / "truth.parquet")

@@ -23,6 +23,7 @@ class SimulationConfig:
     evolving_window_days: int = 9       # the evolving test set's days: the three 3-day windows at the end
     seed_judgments: int = 3000          # judged pairs in the seed set
     test_judgments: int = 1500          # judged pairs in EACH test set (static, evolving)
+    evolving_test_judgments: int | None = None  # judged pairs in the evolving set; None: test_judgments
     # --- extra knobs (defaults are what the project uses) ---
     products: int = 900                 # base products before translation (about 4.5 docs each)
     typo_rate: float = 0.10             # share of queries with one typo
@@ -47,10 +48,17 @@ class SimulationConfig:
             raise ValueError("glossary_never_fraction must be within [0, 1]")
         if self.seed_days < 1 or self.evolving_window_days < 1:
             raise ValueError("seed_days and evolving_window_days must be >= 1")
+        if self.evolving_test_judgments is not None and self.evolving_test_judgments < 1:
+            raise ValueError("evolving_test_judgments must be >= 1")
         if self.products < 50:
             raise ValueError("products must be >= 50")
         dt.date.fromisoformat(self.start_date)
         return self
+
+    @property
+    def evolving_judgments(self) -> int:
+        """Judged pairs in the evolving test set."""
+        return self.test_judgments if self.evolving_test_judgments is None else self.evolving_test_judgments
 
     @property
     def start(self) -> dt.date:

@@ -127,7 +127,7 @@ def simulate(home: str | Path, config: SimulationConfig = SimulationConfig()) ->
     used = set(seed["query"])
     static = _sample(seed_pairs, config.test_judgments, rng, exclude=used, stratify=True)
     used |= set(static["query"])
-    evolving = _sample(_pairs(imp, evo_first, config.days - 1), config.test_judgments, rng,
+    evolving = _sample(_pairs(imp, evo_first, config.days - 1), config.evolving_judgments, rng,
                        exclude=used, stratify=True)
     seed["split"], seed["test_set"] = "seed", "seed"
     static["split"], static["test_set"] = "test", "static"
