@@ -16,6 +16,7 @@ from assets.comparison import DIFFERENCE_COLUMNS, differences_text, summary_tabl
 from models.evaluation import markdown_table
 from models.metrics import TEST
 from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
+from serm_dagster.bootstrap import BootstrapError, BootstrapSettings, bootstrap_seed_judgments
 from serm_dagster.evolution import STRATEGY_OF_ARM, MissingInput, compare
 from serm_dagster.evolution import evolve as run_evolution
 from serm_dagster.panel import Panel, PanelError, choose_panel
@@ -310,6 +311,28 @@ def export(
         written = export_onnx(_paths(), onnx, alias)
     typer.echo(f"exported {alias} (version {written['version']}) to {written['path']}; "
                f"files: {', '.join(written['files'])}")
+
+
+@app.command()
+def bootstrap(
+    pairs: int = typer.Option(2000, help="shown pairs to label at most"),
+    per_query: int = typer.Option(8, help="documents per sampled query at most (the best-placed first)"),
+    until: Optional[str] = typer.Option(None, help="only pairs shown up to this day (ISO date): the seed period's "
+                                        "end [default: every ingested day]"),
+    replace: bool = typer.Option(False, "--replace", help="label a new sample over an earlier bootstrap file"),
+    panel: Optional[str] = typer.Option(None, help=PANEL_HELP),
+):
+    """Seed judgments from the panel's LLM judges: label a sample of the pairs users were shown (ingested logs and
+    catalogue) and write the agreed labels to landing/judgments/bootstrap_seed.csv (split=seed)."""
+    paths = _paths()
+    chosen = choose_judges(panel, paths)
+    with stopping_on(BootstrapError):
+        done = bootstrap_seed_judgments(paths, chosen, BootstrapSettings(pairs, per_query, until or "", 7, replace),
+                                        echo=typer.echo)
+    stats = done["stats"]
+    typer.echo(f"{done['accepted']} of {done['sampled']} pairs labelled (labels {done['labels']}; days "
+               f"{'..'.join(done['days'])}; {stats['new_calls']} new calls, {stats['failed_paths']} failed) into "
+               f"{done['file']}\nnext: `serm ingest` reads them; then `serm train` trains the seed model")
 
 
 # The demo's stream, sized so the whole comparison (seed model, 3 iterations of SERM and 3 of self-training)
