@@ -16,11 +16,13 @@ from assets.comparison import DIFFERENCE_COLUMNS, differences_text, summary_tabl
 from models.evaluation import markdown_table
 from models.metrics import TEST
 from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
+from serm_dagster.bootstrap import BootstrapError, BootstrapSettings, bootstrap_seed_judgments
 from serm_dagster.evolution import STRATEGY_OF_ARM, MissingInput, compare
 from serm_dagster.evolution import evolve as run_evolution
 from serm_dagster.panel import Panel, PanelError, choose_panel
 from serm_dagster.registry import Registry
 from serm_dagster.runner import RunFailed, ingest_landing, materialize_selection
+from serm_dagster.serving import ServingError, export_onnx, score_file
 from serm_dagster.settings import SermPaths
 from serm_dagster.simulator import SCENARIOS, SimulationConfig
 from serm_dagster.simulator import simulate as run_simulation
@@ -277,6 +279,62 @@ def sql(query: str = typer.Argument(..., help="an analytic's name (a file in sql
     typer.echo(frame.head(limit).to_markdown(index=False) if len(frame) else "(no rows)")
     if len(frame) > limit:
         typer.echo(f"... {len(frame) - limit} more rows (--limit)")
+
+
+@app.command()
+def score(
+    file: Path = typer.Argument(..., help="pairs: CSV, Parquet or JSON Lines (.jsonl) with query, and doc_id (looked "
+                                "up in the ingested catalogue) or text (the document)"),
+    output: Optional[Path] = typer.Option(None, "--output", help="write the scored pairs here (.csv, .parquet, "
+                                          ".jsonl) instead of printing them"),
+    alias: str = typer.Option("champion", help="the registered model's alias to score with (e.g. seed, challenger)"),
+    limit: int = typer.Option(50, help="rows to print at most"),
+):
+    """Score (query, doc_id | text) pairs with the champion: each pair's score (the expected label, 0-3) and the
+    label distribution p0..p3."""
+    with stopping_on(ServingError):
+        scored = score_file(file, _paths(), alias, output)
+    if output is not None:
+        typer.echo(f"scored {len(scored)} pairs with {alias} into {output}")
+        return
+    typer.echo(scored.head(limit).round(4).to_markdown(index=False) if len(scored) else "(no pairs)")
+    if len(scored) > limit:
+        typer.echo(f"... {len(scored) - limit} more pairs (--limit, or --output FILE for all)")
+
+
+@app.command()
+def export(
+    onnx: Path = typer.Option(..., "--onnx", help="folder to write model.onnx, the tokenizer and serm_onnx.json into"),
+    alias: str = typer.Option("champion", help="the registered model's alias to export"),
+):
+    """Export the champion relevance model to ONNX (dynamic batch and sequence axes; outputs probabilities and
+    score) with its tokenizer, for serving without this project."""
+    with stopping_on(ServingError):
+        written = export_onnx(_paths(), onnx, alias)
+    typer.echo(f"exported {alias} (version {written['version']}) to {written['path']}; "
+               f"files: {', '.join(written['files'])}")
+
+
+@app.command()
+def bootstrap(
+    pairs: int = typer.Option(2000, help="shown pairs to label at most"),
+    per_query: int = typer.Option(8, help="documents per sampled query at most (the best-placed first)"),
+    until: Optional[str] = typer.Option(None, help="only pairs shown up to this day (ISO date): the seed period's "
+                                        "end [default: every ingested day]"),
+    replace: bool = typer.Option(False, "--replace", help="label a new sample over an earlier bootstrap file"),
+    panel: Optional[str] = typer.Option(None, help=PANEL_HELP),
+):
+    """Seed judgments from the panel's LLM judges: label a sample of the pairs users were shown (ingested logs and
+    catalogue) and write the agreed labels to landing/judgments/bootstrap_seed.csv (split=seed)."""
+    paths = _paths()
+    chosen = choose_judges(panel, paths)
+    with stopping_on(BootstrapError):
+        done = bootstrap_seed_judgments(paths, chosen, BootstrapSettings(pairs, per_query, until or "", 7, replace),
+                                        echo=typer.echo)
+    stats = done["stats"]
+    typer.echo(f"{done['accepted']} of {done['sampled']} pairs labelled (labels {done['labels']}; days "
+               f"{'..'.join(done['days'])}; {stats['new_calls']} new calls, {stats['failed_paths']} failed) into "
+               f"{done['file']}\nnext: `serm ingest` reads them; then `serm train` trains the seed model")
 
 
 # The demo's stream, sized so the whole comparison (seed model, 3 iterations of SERM and 3 of self-training)
