@@ -1,15 +1,22 @@
-"""The one storage layer: Delta tables under ``SERM_HOME/lakehouse/<layer>/<table>``.
+"""The one storage layer: Delta tables under ``<root>/<layer>/<table>``, the root a local folder (default
+``SERM_HOME/lakehouse``) or an object-store URI (``s3://``, ``gs://``, ``abfss://``; ``SermPaths.lakehouse``).
 
 Spark computes; by default a DataFrame goes Spark -> Parquet staging -> Arrow batches -> ``deltalake``
 (delta-rs), never whole through the driver, because delta-spark fetches its jars from Maven when a
 session starts. Where the Delta jars are on the session's classpath (a cluster), the same call writes natively with delta-spark. Either way each
 commit carries the lineage as JSON in ``commitInfo.userMetadata``, the field both writers share.
+
+On object storage every operation goes through delta-rs (nothing here touches the root with pathlib): its
+options come from ``storage_options`` and the standard ``AWS_*`` / ``GOOGLE_*`` / ``AZURE_*`` environment variables,
+which delta-rs reads itself, so credentials never pass through our code, tables or logs. Spark's Parquet staging
+stays on the local disk (a temporary folder) and is streamed from there to the object store.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +28,8 @@ import pyarrow.dataset as pa_dataset
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from serm_dagster.settings import is_uri
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
@@ -30,7 +39,7 @@ LINEAGE_KEY = "userMetadata"
 @dataclass(frozen=True)
 class WriteResult:
     table: str
-    path: Path
+    path: Path | str
     version: int
     rows_written: int
     schema: pa.Schema
@@ -64,18 +73,22 @@ def partition_predicate(replace: Mapping[str, Iterable[Any]]) -> str:
 class DeltaStore:
     """Reads and writes the lakehouse's Delta tables; a table is named ``"<layer>/<table>"``."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, storage_options: Mapping[str, str] | None = None):
+        """``root``: a local folder or a delta-rs URI; ``storage_options``: delta-rs options on top of the
+        environment's (e.g. ``AWS_ENDPOINT_URL``); keep secrets in the environment."""
+        self.remote = is_uri(root)
+        self.root: Path | str = str(root).rstrip("/") if self.remote else Path(root)
+        self.storage_options = dict(storage_options) if storage_options else None
 
-    def path(self, table: str) -> Path:
+    def path(self, table: str) -> Path | str:
         layer, _, name = table.partition("/")
         if not layer or not name or "/" in name:
             raise ValueError(f"table names look like 'layer/table', got {table!r}")
-        return self.root / layer / name
+        return f"{self.root}/{layer}/{name}" if self.remote else self.root / layer / name
 
     def _table(self, table: str, version: int | None = None) -> DeltaTable | None:
         try:
-            return DeltaTable(str(self.path(table)), version=version)
+            return DeltaTable(str(self.path(table)), version=version, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
 
@@ -122,7 +135,8 @@ class DeltaStore:
     ) -> WriteResult:
         """Overwrite the table, or with ``replace`` only the partitions given (others untouched)."""
         path = self.path(table)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.remote:
+            path.parent.mkdir(parents=True, exist_ok=True)
         # the write id finds this commit's version afterwards, even when another writer committed since
         write_id = uuid.uuid4().hex
         metadata = json.dumps({**dict(lineage), "write_id": write_id}, sort_keys=True, default=str)
@@ -145,15 +159,15 @@ class DeltaStore:
                     predicate=predicate,
                     schema_mode=None if predicate else "overwrite",
                     commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: metadata}),
+                    storage_options=self.storage_options,
                 )
                 rows = counted["rows"]
-        dt = DeltaTable(str(path))
+        dt = DeltaTable(str(path), storage_options=self.storage_options)
         schema = pa.schema(dt.schema().to_arrow())
-        version = _commit_version(path, write_id)
+        commit = _own_commit(dt, write_id)
         if rows is None:
-            commit = next(c for c in dt.history(50) if c.get("version") == version)
             rows = int(commit.get("operationMetrics", {}).get("numOutputRows", -1))
-        return WriteResult(table, path, version, rows, schema, native)
+        return WriteResult(table, path, int(commit["version"]), rows, schema, native)
 
     @contextmanager
     def _arrow_stream(self, data: "DataFrame | pa.Table"):
@@ -173,7 +187,9 @@ class DeltaStore:
             yield pa.RecordBatchReader.from_batches(data.schema, counting(data.to_batches())), counted
             return
         schema = data.limit(0).toArrow().schema
-        staging = self.root / "_staging" / uuid.uuid4().hex
+        # Spark's executors write local files (an object store needs jars and credentials Spark does not have)
+        staging = Path(tempfile.mkdtemp(prefix="serm-staging-")) if self.remote else \
+            self.root / "_staging" / uuid.uuid4().hex
         try:
             data.write.mode("overwrite").parquet(str(staging))
             files = pa_dataset.dataset(str(staging), format="parquet", exclude_invalid_files=True)
@@ -195,15 +211,13 @@ class DeltaStore:
         raise KeyError(f"no commit {version} in {table!r}")
 
 
-def _commit_version(path: Path, write_id: str, look_back: int = 100) -> int:
-    """The version of the commit carrying ``write_id``: read from the log files themselves, newest first,
-    because another writer may have committed after it (the table's latest version is not ours)."""
-    commits = sorted(((int(f.stem), f) for f in (path / "_delta_log").glob("*.json") if f.stem.isdigit()),
-                     reverse=True)
-    for version, file in commits[:look_back]:
-        if write_id in file.read_text():
-            return version
-    raise RuntimeError(f"the commit of write {write_id} is not among the last {look_back} commits of {path}")
+def _own_commit(dt: DeltaTable, write_id: str, look_back: int = 100) -> dict:
+    """The commit (its ``history`` entry) carrying ``write_id``, newest first: another writer may have committed
+    after it, so the table's latest version need not be ours."""
+    for commit in dt.history(look_back):
+        if write_id in (commit.get(LINEAGE_KEY) or ""):
+            return commit
+    raise RuntimeError(f"the commit of write {write_id} is not among the last {look_back} commits of {dt.table_uri}")
 
 
 def _spark_schema(schema: pa.Schema):
