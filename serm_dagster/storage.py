@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
 
 from serm_dagster.settings import is_uri
 
@@ -164,10 +165,10 @@ class DeltaStore:
                 rows = counted["rows"]
         dt = DeltaTable(str(path), storage_options=self.storage_options)
         schema = pa.schema(dt.schema().to_arrow())
-        commit = _own_commit(dt, write_id)
+        version, commit = self._own_commit(path, dt.version(), write_id)
         if rows is None:
             rows = int(commit.get("operationMetrics", {}).get("numOutputRows", -1))
-        return WriteResult(table, path, int(commit["version"]), rows, schema, native)
+        return WriteResult(table, path, version, rows, schema, native)
 
     @contextmanager
     def _arrow_stream(self, data: "DataFrame | pa.Table"):
@@ -198,6 +199,21 @@ class DeltaStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def _own_commit(self, path: Path | str, latest: int, write_id: str, look_back: int = 100) -> tuple[int, dict]:
+        """(version, commitInfo) of the commit carrying ``write_id``, read from the log files themselves, newest
+        first: another writer may have committed after it, so the latest version need not be ours (and delta-rs's
+        ``history`` numbers its entries by position, which such a commit shifts)."""
+        files = None if not self.remote else DeltaStorageHandler(str(path), self.storage_options)
+        for version in range(latest, max(latest - look_back, -1), -1):
+            name = f"_delta_log/{version:020d}.json"
+            text = (Path(path) / name).read_text() if files is None else files.open_input_file(name).read().decode()
+            if write_id in text:
+                for line in text.splitlines():
+                    if '"commitInfo"' in line:
+                        return version, json.loads(line)["commitInfo"]
+                return version, {}
+        raise RuntimeError(f"the commit of write {write_id} is not among the last {look_back} commits of {path}")
+
     def history(self, table: str, limit: int | None = None) -> list[dict]:
         dt = self._table(table)
         return [] if dt is None else dt.history(limit)
@@ -209,15 +225,6 @@ class DeltaStore:
                 raw = entry.get(LINEAGE_KEY)
                 return json.loads(raw) if raw else {}
         raise KeyError(f"no commit {version} in {table!r}")
-
-
-def _own_commit(dt: DeltaTable, write_id: str, look_back: int = 100) -> dict:
-    """The commit (its ``history`` entry) carrying ``write_id``, newest first: another writer may have committed
-    after it, so the table's latest version need not be ours."""
-    for commit in dt.history(look_back):
-        if write_id in (commit.get(LINEAGE_KEY) or ""):
-            return commit
-    raise RuntimeError(f"the commit of write {write_id} is not among the last {look_back} commits of {dt.table_uri}")
 
 
 def _spark_schema(schema: pa.Schema):
