@@ -17,6 +17,7 @@ from models.evaluation import markdown_table
 from models.metrics import TEST
 from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
 from serm_dagster.bootstrap import BootstrapError, BootstrapSettings, bootstrap_seed_judgments
+from serm_dagster.definitions import all_assets, asset_keys
 from serm_dagster.evolution import STRATEGY_OF_ARM, MissingInput, compare
 from serm_dagster.evolution import evolve as run_evolution
 from serm_dagster.panel import Panel, PanelError, choose_panel
@@ -29,6 +30,7 @@ from serm_dagster.simulator import simulate as run_simulation
 from serm_dagster.simulator.judged import load_judged_set
 from serm_dagster.simulator.replay import ReplayConfig, replay
 from serm_dagster.storage import DeltaStore
+from serm_dagster.tables import table_name
 
 app = typer.Typer(help="SERM Lakehouse: a self-evolving relevance model on Dagster, Spark and Delta.",
                   no_args_is_help=True, add_completion=False)
@@ -192,14 +194,15 @@ def tables():
     paths = _paths()
     store = DeltaStore(paths.lakehouse)
     typer.echo(f"{'table':28} {'version':>7} {'rows':>9}  last written by")
-    for layer in sorted(p for p in paths.lakehouse.iterdir() if p.is_dir()):
-        for folder in sorted(p for p in layer.iterdir() if (p / "_delta_log").is_dir()):
-            name = f"{layer.name}/{folder.name}"
-            lineage = store.lineage(name)
-            keys = lineage.get("partition_keys") or []
-            span = f" days {keys[0]}..{keys[-1]}" if keys else ""
-            typer.echo(f"{name:28} {store.version(name):>7} {store.count_rows(name):>9}  "
-                       f"run {str(lineage.get('dagster_run_id'))[:8]}{span}")
+    # every table is an asset's: asked by name, so a lakehouse on object storage needs no listing
+    for name in sorted({table_name(key) for key in asset_keys(all_assets)}):
+        if not store.exists(name):
+            continue
+        lineage = store.lineage(name)
+        keys = lineage.get("partition_keys") or []
+        span = f" days {keys[0]}..{keys[-1]}" if keys else ""
+        typer.echo(f"{name:28} {store.version(name):>7} {store.count_rows(name):>9}  "
+                   f"run {str(lineage.get('dagster_run_id'))[:8]}{span}")
 
 
 PANEL_HELP = ("the judge panel file (YAML; see README, 'Configuring the judge panel'); default: SERM_PANEL, "
@@ -364,8 +367,10 @@ def demo(
     materialize(paths, ["gold/evolution_report"])
     typer.echo("")
     report(family=False)
+    served = paths.tracking_uri.startswith(("http://", "https://"))  # MLFLOW_TRACKING_URI: a tracking server
+    mlflow_ui = paths.tracking_uri if served else f".venv/bin/mlflow ui --backend-store-uri {paths.tracking_uri}"
     typer.echo(f"\ndone in {time.perf_counter() - started:.0f}s. Everything is under {paths.home}.\n"
                f"  Dagster UI: make dagster  (DAGSTER_HOME={paths.dagster_home}), then http://127.0.0.1:3000\n"
-               f"  MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///{paths.mlflow_db}\n"
+               f"  MLflow UI:  {mlflow_ui}\n"
                f"  DuckDB:     duckdb {paths.analytics_db}   (or: serm sql pairwise_kappa)\n"
                f"  Tables:     serm tables; serm report --family")

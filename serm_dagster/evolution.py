@@ -32,7 +32,7 @@ from models.inference import available_cores
 from serm_dagster.definitions import default_resources
 from serm_dagster.jobs import iteration_job, seed_model_job
 from serm_dagster.panel import Panel, choose_panel, panel_tags
-from serm_dagster.registry import CHAMPION, Registry
+from serm_dagster.registry import CHAMPION
 from serm_dagster.resources import MiningSettings, ModelSettings, SparkResource
 from serm_dagster.runner import SILENT, ingest_landing, landing_days, run_job
 from serm_dagster.settings import SermPaths
@@ -125,7 +125,7 @@ def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", win
     panel = panel or choose_panel(home=paths.home)
     resources = resources_for(paths, strategy, panel, mining_settings=mining, **resource_overrides)
     tags = {"serm/strategy": strategy, "serm/trigger": "serm evolve", **panel_tags(panel, strategy, paths)}
-    if Registry.under(paths.home).alias_version(CHAMPION) is None:
+    if resources["mlflow_resource"].registry(paths.home).alias_version(CHAMPION) is None:
         started = time.perf_counter()
         ingest_landing(paths, plan.before, echo=lambda *_: None)
         # as of the history's last day, even when later days are ingested already
@@ -190,10 +190,10 @@ def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,
     for seed in seeds:
         serm_home = arm_paths(paths, "serm", seed, seeds)
         trained = _with(base, seed=seed)
-        prepare(serm_home, iterations, STRATEGY_OF_ARM["serm"], window_days,
-                lambda message, seed=seed: echo(f"[seed {seed}] {message}"), panel,
-                **{**resource_overrides, "model_settings": trained})
-        registry = Registry.under(serm_home.home)
+        _, resources, _ = prepare(serm_home, iterations, STRATEGY_OF_ARM["serm"], window_days,
+                                  lambda message, seed=seed: echo(f"[seed {seed}] {message}"), panel,
+                                  **{**resource_overrides, "model_settings": trained})
+        registry = resources["mlflow_resource"].registry(serm_home.home)
         adopted = _with(trained, seed_model_from=str(registry.model_dir(registry.alias_version(SEED_ALIAS))))
         arms += [(seed, "serm", serm_home, trained), (seed, "self-training",
                                                      arm_paths(paths, "self-training", seed, seeds), adopted)]

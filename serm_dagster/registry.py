@@ -1,4 +1,8 @@
-"""MLflow tracking and the model registry (SQLite under SERM_HOME): versions, aliases, promotion.
+"""MLflow tracking and the model registry: versions, aliases, promotion.
+
+Where it lives is decided once, by ``Registry.under`` (``SermPaths.tracking_uri``): ``MLFLOW_TRACKING_URI`` (a
+tracking server) for ``SERM_HOME``, else SQLite and artifacts under the data folder. The command line, the
+sensors, the comparison and the assets (``MlflowResource.registry``) all go through it.
 
 The registered model is ``serm-relevance``. A new version gets the alias ``challenger``; the
 promotion check moves ``champion`` to it only when it wins on the test sets.
@@ -20,6 +24,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from serm_dagster.settings import SermPaths
+
 MODEL_NAME = "serm-relevance"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -31,12 +37,19 @@ class Registry:
     """One MLflow tracking store + registry, with our experiment and artifact root."""
 
     tracking_uri: str
-    artifact_root: str
+    artifact_root: str | None  # None: the tracking server's own (proxied) artifact store
     experiment: str = "serm"
 
     @classmethod
-    def under(cls, home: Path, experiment: str = "serm") -> "Registry":
-        return cls(f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri(), experiment)
+    def under(cls, home: str | Path, experiment: str = "serm", tracking_uri: str = "",
+              artifact_root: str = "") -> "Registry":
+        """The registry of data folder ``home``: ``tracking_uri`` if given, else ``MLFLOW_TRACKING_URI`` when
+        ``home`` is ``SERM_HOME``, else SQLite under ``home``. Artifacts: ``artifact_root`` if given, else the
+        server's store for an HTTP tracking server, else ``home/mlartifacts``."""
+        paths = SermPaths.from_env(home)
+        uri = tracking_uri or paths.tracking_uri
+        served = uri.startswith(("http://", "https://", "databricks"))
+        return cls(uri, artifact_root or (None if served else paths.mlartifacts.as_uri()), experiment)
 
     def client(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.tracking_uri)

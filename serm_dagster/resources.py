@@ -111,8 +111,9 @@ class SparkResource(Settings):
 
 
 class LakehouseResource(Settings):
-    """The data folder (``SERM_HOME``), its Delta tables, and the limits on what one landing record may hold
-    (``spark_jobs.landing.LandingLimits``; a value over its limit quarantines its row)."""
+    """The data folder (``SERM_HOME``), its Delta tables (under it, or at ``SERM_LAKEHOUSE`` on object storage: see
+    ``SermPaths``), and the limits on what one landing record may hold (``spark_jobs.landing.LandingLimits``; a
+    value over its limit quarantines its row)."""
 
     home: str = Field(default_factory=lambda: str(SermPaths.from_env().home))
     hard_max_chars: int = Field(default=LandingLimits.hard_max_chars, description="the longest line of a "
@@ -148,16 +149,16 @@ class LakehouseResource(Settings):
 
 
 class MlflowResource(Settings):
-    """MLflow tracking + registry; SQLite and artifacts under SERM_HOME unless a URI is given."""
+    """MLflow tracking + registry, as ``Registry.under`` decides: ``MLFLOW_TRACKING_URI`` (a tracking server) or
+    SQLite and artifacts under SERM_HOME, unless a URI is given here."""
 
-    tracking_uri: str = ""
-    artifact_root: str = ""
+    tracking_uri: str = Field(default="", description="'' = MLFLOW_TRACKING_URI, else SQLite under SERM_HOME")
+    artifact_root: str = Field(default="", description="'' = the tracking server's artifact store, or "
+                               "SERM_HOME/mlartifacts with SQLite")
     experiment: str = "serm"
 
     def registry(self, home: str | os.PathLike) -> Registry:
-        default = Registry.under(Path(home), self.experiment)
-        return Registry(self.tracking_uri or default.tracking_uri, self.artifact_root or default.artifact_root,
-                        self.experiment)
+        return Registry.under(Path(home), self.experiment, self.tracking_uri, self.artifact_root)
 
 
 class ModelSettings(Settings):

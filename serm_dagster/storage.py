@@ -1,15 +1,22 @@
-"""The one storage layer: Delta tables under ``SERM_HOME/lakehouse/<layer>/<table>``.
+"""The one storage layer: Delta tables under ``<root>/<layer>/<table>``, the root a local folder (default
+``SERM_HOME/lakehouse``) or an object-store URI (``s3://``, ``gs://``, ``abfss://``; ``SermPaths.lakehouse``).
 
 Spark computes; by default a DataFrame goes Spark -> Parquet staging -> Arrow batches -> ``deltalake``
 (delta-rs), never whole through the driver, because delta-spark fetches its jars from Maven when a
 session starts. Where the Delta jars are on the session's classpath (a cluster), the same call writes natively with delta-spark. Either way each
 commit carries the lineage as JSON in ``commitInfo.userMetadata``, the field both writers share.
+
+On object storage every operation goes through delta-rs (nothing here touches the root with pathlib): its
+options come from ``storage_options`` and the standard ``AWS_*`` / ``GOOGLE_*`` / ``AZURE_*`` environment variables,
+which delta-rs reads itself, so credentials never pass through our code, tables or logs. Spark's Parquet staging
+stays on the local disk (a temporary folder) and is streamed from there to the object store.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +27,9 @@ import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
+
+from serm_dagster.settings import is_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -30,7 +40,7 @@ LINEAGE_KEY = "userMetadata"
 @dataclass(frozen=True)
 class WriteResult:
     table: str
-    path: Path
+    path: Path | str
     version: int
     rows_written: int
     schema: pa.Schema
@@ -64,18 +74,22 @@ def partition_predicate(replace: Mapping[str, Iterable[Any]]) -> str:
 class DeltaStore:
     """Reads and writes the lakehouse's Delta tables; a table is named ``"<layer>/<table>"``."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, storage_options: Mapping[str, str] | None = None):
+        """``root``: a local folder or a delta-rs URI; ``storage_options``: delta-rs options on top of the
+        environment's (e.g. ``AWS_ENDPOINT_URL``); keep secrets in the environment."""
+        self.remote = is_uri(root)
+        self.root: Path | str = str(root).rstrip("/") if self.remote else Path(root)
+        self.storage_options = dict(storage_options) if storage_options else None
 
-    def path(self, table: str) -> Path:
+    def path(self, table: str) -> Path | str:
         layer, _, name = table.partition("/")
         if not layer or not name or "/" in name:
             raise ValueError(f"table names look like 'layer/table', got {table!r}")
-        return self.root / layer / name
+        return f"{self.root}/{layer}/{name}" if self.remote else self.root / layer / name
 
     def _table(self, table: str, version: int | None = None) -> DeltaTable | None:
         try:
-            return DeltaTable(str(self.path(table)), version=version)
+            return DeltaTable(str(self.path(table)), version=version, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
 
@@ -122,7 +136,8 @@ class DeltaStore:
     ) -> WriteResult:
         """Overwrite the table, or with ``replace`` only the partitions given (others untouched)."""
         path = self.path(table)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.remote:
+            path.parent.mkdir(parents=True, exist_ok=True)
         # the write id finds this commit's version afterwards, even when another writer committed since
         write_id = uuid.uuid4().hex
         metadata = json.dumps({**dict(lineage), "write_id": write_id}, sort_keys=True, default=str)
@@ -145,13 +160,13 @@ class DeltaStore:
                     predicate=predicate,
                     schema_mode=None if predicate else "overwrite",
                     commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: metadata}),
+                    storage_options=self.storage_options,
                 )
                 rows = counted["rows"]
-        dt = DeltaTable(str(path))
+        dt = DeltaTable(str(path), storage_options=self.storage_options)
         schema = pa.schema(dt.schema().to_arrow())
-        version = _commit_version(path, write_id)
+        version, commit = self._own_commit(path, dt.version(), write_id)
         if rows is None:
-            commit = next(c for c in dt.history(50) if c.get("version") == version)
             rows = int(commit.get("operationMetrics", {}).get("numOutputRows", -1))
         return WriteResult(table, path, version, rows, schema, native)
 
@@ -173,7 +188,9 @@ class DeltaStore:
             yield pa.RecordBatchReader.from_batches(data.schema, counting(data.to_batches())), counted
             return
         schema = data.limit(0).toArrow().schema
-        staging = self.root / "_staging" / uuid.uuid4().hex
+        # Spark's executors write local files (an object store needs jars and credentials Spark does not have)
+        staging = Path(tempfile.mkdtemp(prefix="serm-staging-")) if self.remote else \
+            self.root / "_staging" / uuid.uuid4().hex
         try:
             data.write.mode("overwrite").parquet(str(staging))
             files = pa_dataset.dataset(str(staging), format="parquet", exclude_invalid_files=True)
@@ -181,6 +198,21 @@ class DeltaStore:
             yield pa.RecordBatchReader.from_batches(schema, counting(batches)), counted
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _own_commit(self, path: Path | str, latest: int, write_id: str, look_back: int = 100) -> tuple[int, dict]:
+        """(version, commitInfo) of the commit carrying ``write_id``, read from the log files themselves, newest
+        first: another writer may have committed after it, so the latest version need not be ours (and delta-rs's
+        ``history`` numbers its entries by position, which such a commit shifts)."""
+        files = None if not self.remote else DeltaStorageHandler(str(path), self.storage_options)
+        for version in range(latest, max(latest - look_back, -1), -1):
+            name = f"_delta_log/{version:020d}.json"
+            text = (Path(path) / name).read_text() if files is None else files.open_input_file(name).read().decode()
+            if write_id in text:
+                for line in text.splitlines():
+                    if '"commitInfo"' in line:
+                        return version, json.loads(line)["commitInfo"]
+                return version, {}
+        raise RuntimeError(f"the commit of write {write_id} is not among the last {look_back} commits of {path}")
 
     def history(self, table: str, limit: int | None = None) -> list[dict]:
         dt = self._table(table)
@@ -193,17 +225,6 @@ class DeltaStore:
                 raw = entry.get(LINEAGE_KEY)
                 return json.loads(raw) if raw else {}
         raise KeyError(f"no commit {version} in {table!r}")
-
-
-def _commit_version(path: Path, write_id: str, look_back: int = 100) -> int:
-    """The version of the commit carrying ``write_id``: read from the log files themselves, newest first,
-    because another writer may have committed after it (the table's latest version is not ours)."""
-    commits = sorted(((int(f.stem), f) for f in (path / "_delta_log").glob("*.json") if f.stem.isdigit()),
-                     reverse=True)
-    for version, file in commits[:look_back]:
-        if write_id in file.read_text():
-            return version
-    raise RuntimeError(f"the commit of write {write_id} is not among the last {look_back} commits of {path}")
 
 
 def _spark_schema(schema: pa.Schema):

@@ -24,6 +24,8 @@ def home(tmp_path: Path, monkeypatch) -> Path:
     paths = SermPaths.from_env(tmp_path / "serm").ensure()
     monkeypatch.setenv("SERM_HOME", str(paths.home))
     monkeypatch.setenv("DAGSTER_HOME", str(paths.dagster_home))
+    for elsewhere in ("SERM_LAKEHOUSE", "MLFLOW_TRACKING_URI"):  # the test's tables and registry stay in it
+        monkeypatch.delenv(elsewhere, raising=False)
     return paths.home
 
 
