@@ -6,7 +6,15 @@ from datetime import date, timedelta
 
 import pandas as pd
 import pyarrow as pa
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSelection,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -37,6 +45,13 @@ from spark_jobs.training import document_texts
 DRIFT_REPORTS = AssetKey(["gold", "drift_reports"])
 MINED_SAMPLES = AssetKey(["gold", "mined_samples"])
 OWNERS = ["team:serm"]
+# The drift report's automation condition: once after new days of query logs are ingested, when no ingestion is
+# still running (new judgments alone do not ask: with no logs yet the report could not be made). Unpartitioned,
+# so a backfill of many days is one report of the newest window.
+AFTER_INGESTION = (AutomationCondition.any_deps_updated().allow(AssetSelection.assets(BRONZE_QUERY_LOGS))
+                   .since_last_handled()
+                   & ~AutomationCondition.any_deps_in_progress()
+                   & ~AutomationCondition.in_progress()).with_label("after new days of query logs are ingested")
 
 
 def iteration_window(store, settings: MiningSettings) -> tuple[date, date]:
@@ -86,6 +101,7 @@ def window_logs(spark, store, start: date, end: date):
 @asset(
     key=DRIFT_REPORTS,
     deps=[BRONZE_QUERY_LOGS, BRONZE_JUDGMENTS],
+    automation_condition=AFTER_INGESTION,
     group_name="drift",
     kinds={"spark", "pytorch", "delta"},
     owners=OWNERS,

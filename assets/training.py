@@ -10,7 +10,6 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
-    AutomationCondition,
     DataVersion,
     MaterializeResult,
     MetadataValue,
@@ -219,7 +218,6 @@ def seed_model(context: AssetExecutionContext, lakehouse: LakehouseResource, mlf
     code_version="1",
     op_tags=GPU_TAGS,
     pool=GPU_POOL,
-    automation_condition=AutomationCondition.eager(),
     description="The relevance model retrained (from the champion's weights by default) on the mixed training set (this iteration's "
                 "labels + all earlier iterations' + the seed set). Runs on the GPU when there is one; registered "
                 f"as {MODEL_NAME} with alias '{CHALLENGER}' until the promotion check moves '{CHAMPION}'.",

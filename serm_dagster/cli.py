@@ -17,12 +17,13 @@ from models.evaluation import markdown_table
 from models.metrics import TEST
 from serm_dagster.analytics import connect, list_analytics, run_analytic, run_query
 from serm_dagster.bootstrap import BootstrapError, BootstrapSettings, bootstrap_seed_judgments
-from serm_dagster.definitions import all_assets, asset_keys
-from serm_dagster.evolution import STRATEGY_OF_ARM, MissingInput, compare
+from serm_dagster.definitions import all_assets, asset_keys, default_resources
+from serm_dagster.evolution import STRATEGY_OF_ARM, MissingInput, compare, run_now
 from serm_dagster.evolution import evolve as run_evolution
+from serm_dagster.jobs import comparison_report_job, relevance_model_job, seed_model_job
 from serm_dagster.panel import Panel, PanelError, choose_panel
 from serm_dagster.registry import Registry
-from serm_dagster.runner import RunFailed, ingest_landing, materialize_selection
+from serm_dagster.runner import RunFailed, ingest_landing, run_job
 from serm_dagster.serving import ServingError, export_onnx, score_file
 from serm_dagster.settings import SermPaths
 from serm_dagster.simulator import SCENARIOS, SimulationConfig
@@ -130,10 +131,11 @@ def stopping_on(*errors: type[Exception]):
         raise typer.Exit(2) from exc
 
 
-def materialize(paths: SermPaths, selection: list[str]) -> None:
-    """``materialize_selection`` for a command: a failed run ends it with the run's message."""
+def run_named(paths: SermPaths, job, reason: str) -> None:
+    """``run_job`` of a named job for a command, in ``paths``' data folder: a failed run (a challenger the
+    promotion check rejected included) ends it with the run's message."""
     try:
-        materialize_selection(paths, selection, echo=typer.echo)
+        run_job(job, default_resources(paths.home), {"serm/reason": reason, "serm/trigger": "serm command line"})
     except RunFailed as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
@@ -177,7 +179,7 @@ def train(seed: bool = typer.Option(True, "--seed/--retrain",
     paths = _paths()
     model = "models/seed_model" if seed else "models/relevance_model"
     started = time.perf_counter()
-    materialize(paths, ["gold/training_sets", model, "gold/evaluations", "gold/promotions"])
+    run_named(paths, seed_model_job if seed else relevance_model_job, f"serm train: {model}")
     typer.echo(f"trained {model} in {time.perf_counter() - started:.0f}s\n")
     print_evaluation(paths)
 
@@ -244,9 +246,29 @@ def evolve(
         else:
             run_evolution(paths, iterations, STRATEGY_OF_ARM[strategy], window_days, typer.echo, chosen)
     if compare_arms:
-        materialize(paths, ["gold/evolution_report"])
+        run_named(paths, comparison_report_job, "serm evolve --compare: the comparison report")
         report()
     typer.echo(f"\nevolved in {time.perf_counter() - started:.0f}s")
+
+
+@app.command(name="run")
+def run_iteration(
+    strategy: str = typer.Option("serm", help="'serm' (the multi-agent annotator) or 'self-training' (baseline)"),
+    window_days: int = typer.Option(3, help="days in the window, the newest of landing/"),
+    panel: Optional[str] = typer.Option(None, help=PANEL_HELP),
+):
+    """One iteration over the newest window, now: ingest what is new in landing/, then iteration_job as of the
+    newest day (a seed model first if there is none). What the sensors do unattended, forced; `serm evolve` is
+    the replay."""
+    if strategy not in STRATEGY_OF_ARM:
+        raise typer.BadParameter(f"strategy must be one of {sorted(STRATEGY_OF_ARM)}")
+    paths = _paths()
+    chosen = choose_judges(panel, paths)
+    started = time.perf_counter()
+    with stopping_on(MissingInput, RunFailed):
+        run_now(paths, STRATEGY_OF_ARM[strategy], window_days, typer.echo, chosen)
+    typer.echo(f"done in {time.perf_counter() - started:.0f}s; `serm evaluation` for the table, the Dagster UI "
+               "for the runs (tag serm/trigger=serm run)")
 
 
 @app.command()
@@ -364,7 +386,7 @@ def demo(
                "(in SERM_HOME/compare/) side by side ...")
     with stopping_on(MissingInput):
         compare(paths, iterations, (training_seed,), 3, typer.echo, workers=2, panel=chosen)
-    materialize(paths, ["gold/evolution_report"])
+    run_named(paths, comparison_report_job, "serm demo: the comparison report")
     typer.echo("")
     report(family=False)
     served = paths.tracking_uri.startswith(("http://", "https://"))  # MLFLOW_TRACKING_URI: a tracking server
@@ -373,4 +395,8 @@ def demo(
                f"  Dagster UI: make dagster  (DAGSTER_HOME={paths.dagster_home}), then http://127.0.0.1:3000\n"
                f"  MLflow UI:  {mlflow_ui}\n"
                f"  DuckDB:     duckdb {paths.analytics_db}   (or: serm sql pairwise_kappa)\n"
-               f"  Tables:     serm tables; serm report --family")
+               f"  Tables:     serm tables; serm report --family\n"
+               f"To run it unattended on your own data: put your logs, catalogue and judgments into "
+               f"SERM_HOME/landing/ and start `make dagster`; its sensors are on (new files are ingested, drift "
+               f"reports follow, an iteration runs when the stream drifts or every two weeks). `serm run` forces "
+               f"one iteration now. See README, 'Running it on your own data'.")

@@ -22,7 +22,15 @@ from serm_dagster.resources import (
     ModelSettings,
     SparkResource,
 )
-from serm_dagster.sensors import landing_sensor, rejected_challenger_sensor, retraining_sensor, two_weekly_iteration
+from serm_dagster.sensors import (
+    automation_condition_sensor,
+    drift_sensor,
+    landing_sensor,
+    rejected_challenger_sensor,
+    retraining_sensor,
+    seed_model_sensor,
+    two_weekly_iteration,
+)
 from serm_dagster.settings import SermPaths
 
 all_assets = [*ingest_assets, *mining_assets, *annotation_assets, *training_assets, *evaluation_assets,
@@ -48,12 +56,15 @@ def default_resources(home: str | os.PathLike | None = None, panel: Panel | None
 
 
 all_checks = [*table_checks(asset_keys(all_assets)), *training_checks, *evaluation_checks]
+# what runs the loop unattended (see serm_dagster/sensors.py): each on by default
+all_sensors = [landing_sensor, automation_condition_sensor, seed_model_sensor, drift_sensor, retraining_sensor,
+               rejected_challenger_sensor]
 
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=all_jobs,
-    sensors=[landing_sensor, retraining_sensor, rejected_challenger_sensor],
+    sensors=all_sensors,
     schedules=[two_weekly_iteration],
     resources=default_resources(),
 )

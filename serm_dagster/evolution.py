@@ -112,11 +112,12 @@ def require_inputs(paths: SermPaths, plan: EvolutionPlan) -> None:
 
 
 def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", window_days: int = 3,
-            echo: Callable[[str], None] = print, panel: Panel | None = None,
+            echo: Callable[[str], None] = print, panel: Panel | None = None, trigger: str = "serm evolve",
             **resource_overrides) -> tuple[EvolutionPlan, dict, dict]:
     """The windows, resources and run tags of an evolution in ``paths``, with its seed model trained (or
     adopted, see ``ModelSettings.seed_model_from``) on the history before the first window if it has none.
-    The panel (default: ``choose_panel`` for ``paths``) is in the run tags, its file kept under state/."""
+    The panel (default: ``choose_panel`` for ``paths``) is in the run tags, its file kept under state/;
+    ``trigger`` is the runs' ``serm/trigger`` tag."""
     mining = resource_overrides.pop("mining_settings", None) or MiningSettings(window_days=window_days)
     if mining.window_days != window_days:
         raise ValueError(f"mining_settings.window_days={mining.window_days} but the windows are {window_days} days")
@@ -124,7 +125,7 @@ def prepare(paths: SermPaths, iterations: int = 3, strategy: str = "agents", win
     require_inputs(paths, plan)
     panel = panel or choose_panel(home=paths.home)
     resources = resources_for(paths, strategy, panel, mining_settings=mining, **resource_overrides)
-    tags = {"serm/strategy": strategy, "serm/trigger": "serm evolve", **panel_tags(panel, strategy, paths)}
+    tags = {"serm/strategy": strategy, "serm/trigger": trigger, **panel_tags(panel, strategy, paths)}
     if resources["mlflow_resource"].registry(paths.home).alias_version(CHAMPION) is None:
         started = time.perf_counter()
         ingest_landing(paths, plan.before, echo=lambda *_: None)
@@ -162,13 +163,40 @@ def evolve(paths: SermPaths, iterations: int = 3, strategy: str = "agents", wind
                 {**tags, "serm/reason": f"iteration {number} over {window[0]}..{window[-1]}"},
                 after_rejection=True, run_config=SILENT)
         row = DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().set_index("iteration").loc[number]
-        # the window the iteration mined, as gold/iterations recorded it from gold/mined_samples
-        echo(f"iteration {number} [{strategy}] {row['window_start']}..{row['window_end']}: mined {row['mined']}, "
-             f"accepted {row['accepted']}, model v{row['model_before']} -> v{row['model_after']} "
-             f"({'promoted' if row['promoted'] else 'challenger rejected'}), test part: evolving NDCG@1 "
-             f"{row['evolving_ndcg1']:.1f}, static {row['static_ndcg1']:.1f} ({time.perf_counter() - started:.0f}s)")
+        echo(describe_iteration(number, row, strategy, time.perf_counter() - started))
     return DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().sort_values("iteration") \
         .reset_index(drop=True)
+
+
+def describe_iteration(number: int, row: pd.Series, strategy: str, seconds: float) -> str:
+    """One line of an iteration's ``gold/iterations`` row: the window it mined (as recorded from
+    gold/mined_samples), what it mined and accepted, the models before and after, the test part's NDCG@1."""
+    return (f"iteration {number} [{strategy}] {row['window_start']}..{row['window_end']}: mined {row['mined']}, "
+            f"accepted {row['accepted']}, model v{row['model_before']} -> v{row['model_after']} "
+            f"({'promoted' if row['promoted'] else 'challenger rejected'}), test part: evolving NDCG@1 "
+            f"{row['evolving_ndcg1']:.1f}, static {row['static_ndcg1']:.1f} ({seconds:.0f}s)")
+
+
+def run_now(paths: SermPaths, strategy: str = "agents", window_days: int = 3, echo: Callable[[str], None] = print,
+            panel: Panel | None = None, **resource_overrides) -> pd.Series:
+    """One iteration over the newest window of ``landing/``, now (``serm run``): the checks and the cold start
+    of ``prepare`` (a seed model trained first if there is no champion), then what is new in landing/ is
+    ingested and ``iteration_job`` runs as of the newest day, through the runner; a challenger the promotion
+    check rejects is recorded as such (``record_iteration_job``). Returns the iteration's gold/iterations row."""
+    plan, resources, tags = prepare(paths, 1, strategy, window_days, echo, panel, trigger="serm run",
+                                    **resource_overrides)
+    window = plan.windows[-1]
+    started = time.perf_counter()
+    ingested = ingest_landing(paths, echo=lambda *_: None, reference_if_changed=True, only_new=True)
+    if ingested["days"]:
+        echo(f"ingested {len(ingested['days'])} new days ({ingested['days'][0]}..{ingested['days'][-1]})")
+    run_job(iteration_job, as_of(resources, window[-1]),
+            {**tags, "serm/reason": f"serm run: one iteration over the newest window {window[0]}..{window[-1]}"},
+            after_rejection=True, run_config=SILENT)
+    history = DeltaStore(paths.lakehouse).read_arrow("gold/iterations").to_pandas().set_index("iteration")
+    number = int(history.index.max())
+    echo(describe_iteration(number, history.loc[number], strategy, time.perf_counter() - started))
+    return history.loc[number]
 
 
 def compare(paths: SermPaths, iterations: int = 3, seeds: tuple[int, ...] = (13,), window_days: int = 3,

@@ -3,6 +3,7 @@
 from dagster import AssetSelection, define_asset_job
 
 from assets.analytics import agent_agreement
+from assets.comparison import evolution_report
 from assets.annotation import annotate_mined_samples
 from assets.evaluation import evaluations, promotions
 from assets.ingest import ingest_catalog, ingest_glossary, ingest_judgments, ingest_query_logs, silver_impressions
@@ -50,5 +51,17 @@ record_iteration_job = define_asset_job(
     description="Record the newest iteration in gold/iterations: what a run whose challenger the promotion check "
                 "rejected could not do (the blocking check stops everything downstream of the evaluations).",
 )
+relevance_model_job = define_asset_job(
+    "relevance_model_job",
+    selection=AssetSelection.assets(training_sets, relevance_model, evaluations, promotions),
+    description="Retrain the relevance model on the current training mix (the labels already accepted), evaluate it "
+                "against the champion and promote if better (`serm train --retrain`).",
+)
+comparison_report_job = define_asset_job(
+    "comparison_report_job",
+    selection=AssetSelection.assets(evolution_report),
+    description="The comparison of the arms (seed, self-training, SERM) run by `serm evolve --compare`: "
+                "gold/evolution_report and its chart.",
+)
 all_jobs = [ingest_daily_job, ingest_reference_job, seed_model_job, retrain_job, mining_job, iteration_job,
-            record_iteration_job]
+            record_iteration_job, relevance_model_job, comparison_report_job]

@@ -32,19 +32,20 @@ class RunFailed(RuntimeError):
     """A run that failed for another reason than a rejected challenger."""
 
 
-def run_job(job, resources: dict, tags: dict | None = None,
-            after_rejection: bool = False, run_config: dict = QUIET) -> ExecuteInProcessResult:
-    """Run one named job in process, recorded in the Dagster instance. With ``after_rejection``, a run that
+def run_job(job, resources: dict, tags: dict | None = None, after_rejection: bool = False,
+            run_config: dict = QUIET, partition_key: str | None = None) -> ExecuteInProcessResult:
+    """Run one named job in process (of one day, ``partition_key``, for a partitioned one), recorded in the
+    Dagster instance. With ``after_rejection``, a run that
     failed only because the promotion check rejected its challenger is followed by ``record_iteration_job``
     (returned instead); any other failure raises ``RunFailed``."""
     definitions = Definitions(assets=all_assets, asset_checks=all_checks, jobs=all_jobs, resources=resources)
     instance = DagsterInstance.get()
 
-    def execute(chosen, run_tags):
+    def execute(chosen, run_tags, partition=None):
         return definitions.resolve_job_def(chosen.name).execute_in_process(
-            instance=instance, tags=run_tags, run_config=run_config, raise_on_error=False)
+            instance=instance, tags=run_tags, run_config=run_config, raise_on_error=False, partition_key=partition)
 
-    result = execute(job, tags or {})
+    result = execute(job, tags or {}, partition_key)
     if result.success:
         return result
     failed = sorted({event.step_key for event in result.get_step_failure_events()})
@@ -74,19 +75,40 @@ def landing_days(paths: SermPaths) -> list[str]:
     return sorted({d for path, entry in index.items() for d in [*entry["days"], home_day(path, entry)]})
 
 
+def new_landing_days(paths: SermPaths) -> list[str]:
+    """The days of the log and UBI files of ``landing/`` that are new or changed since ``ingest_landing`` last
+    ingested every day they hold (``state/landing_ingested.json``)."""
+    stamp = paths.state / "landing_ingested.json"
+    seen = json.loads(stamp.read_text()) if stamp.exists() else {}
+    index = landing_index(paths.landing, paths.state / "landing_index.json")
+    return sorted({d for path, entry in index.items() if seen.get(path) != entry["fingerprint"]
+                   for d in [*entry["days"], home_day(path, entry)]})
+
+
+def _stamp_ingested(paths: SermPaths, days: list[str]) -> None:
+    """Record the fingerprints of the landing files whose every day is now ingested."""
+    stamp = paths.state / "landing_ingested.json"
+    seen = json.loads(stamp.read_text()) if stamp.exists() else {}
+    index = landing_index(paths.landing, paths.state / "landing_index.json")
+    done = set(days)
+    seen.update({path: entry["fingerprint"] for path, entry in index.items()
+                 if {*entry["days"], home_day(path, entry)} <= done})
+    stamp.write_text(json.dumps(seen, sort_keys=True))
+
+
 def reference_fingerprint(paths: SermPaths) -> str:
     return json.dumps(file_fingerprints((paths.landing_catalog, paths.landing_judgments, paths.landing_knowledge)),
                       sort_keys=True)
 
 
 def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo: Callable[[str], None] = print,
-                   reference_if_changed: bool = False) -> dict:
-    """Ingest every day found in landing/ (or only ``days``): ``ingest_daily_job`` per range of consecutive
-    days, and ``ingest_reference_job`` for the catalogue, judgments and glossary; with
-    ``reference_if_changed`` the latter only when their files changed since it last ran (what ``serm evolve``
-    asks for each window)."""
+                   reference_if_changed: bool = False, only_new: bool = False) -> dict:
+    """Ingest every day found in landing/ (or only ``days``; with ``only_new`` only those of new or changed
+    files, ``new_landing_days``): ``ingest_daily_job`` per range of consecutive days, and
+    ``ingest_reference_job`` for the catalogue, judgments and glossary; with ``reference_if_changed`` the
+    latter only when their files changed since it last ran (what ``serm evolve`` asks for each window)."""
     resources = default_resources(paths.home)
-    wanted = [d for d in landing_days(paths) if days is None or d in days]
+    wanted = [d for d in (new_landing_days(paths) if only_new else landing_days(paths)) if days is None or d in days]
     valid = set(daily_partitions.get_partition_keys())
     outside = [d for d in wanted if d not in valid]
     if outside:
@@ -104,15 +126,21 @@ def ingest_landing(paths: SermPaths, days: list[str] | None = None, echo: Callab
                                                        "serm/reason": f"landing days {first}..{last}"})
         runs.append(result.run_id)
         echo(f"ingested days {first}..{last} (run {result.run_id})")
+    _stamp_ingested(paths, wanted)
     return {"days": wanted, "runs": runs}
 
 
+def materialize_assets(keys: list[AssetKey], resources: dict, tags: dict | None = None) -> ExecuteInProcessResult:
+    """Materialize assets of the Definitions by key, in process, outside the named jobs: what the automation
+    condition sensor launches (an asset run, with its run tags), and the report or a single table by hand."""
+    return materialize([*all_assets, *all_checks], resources=resources, instance=DagsterInstance.get(),
+                       selection=keys, tags=tags, raise_on_error=False, run_config=QUIET)
+
+
 def materialize_selection(paths: SermPaths, selection: list[str], echo: Callable[[str], None] = print):
-    """Materialize assets of the Definitions by key, outside the named jobs (the report, a single table), in
-    process; a failed check is said, a failed run raises ``RunFailed``."""
-    result = materialize([*all_assets, *all_checks], resources=default_resources(paths.home),
-                         instance=DagsterInstance.get(), selection=[AssetKey.from_user_string(s) for s in selection],
-                         raise_on_error=False, run_config=QUIET)
+    """``materialize_assets`` by user-string keys in ``paths``' data folder; a failed check is said, a failed
+    run raises ``RunFailed``."""
+    result = materialize_assets([AssetKey.from_user_string(s) for s in selection], default_resources(paths.home))
     for check in result.get_asset_check_evaluations():
         if not check.passed:
             echo(f"check {check.check_name} on {check.asset_key.to_user_string()} did not pass: "

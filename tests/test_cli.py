@@ -24,3 +24,20 @@ def test_simulate_ingest_tables(home, spark):
     from dagster import DagsterInstance
 
     assert len(DagsterInstance.get().get_runs()) == 2
+
+
+def test_run_stops_before_any_work_without_judgments(home):
+    """`serm run` on logs without judgments: prepare's checks stop it with what to add, nothing ingested."""
+    import shutil
+
+    from serm_dagster.simulator import SimulationConfig, simulate
+
+    simulate(home, SimulationConfig(days=4, queries_per_day=20, seed=3, seed_days=2, evolving_window_days=2,
+                                    seed_judgments=30, test_judgments=20))
+    shutil.rmtree(home / "landing" / "judgments")
+    result = CliRunner().invoke(app, ["run", "--window-days", "1"])
+    assert result.exit_code == 2, result.output
+    assert "no seed judgments" in result.output and "no test judgments" in result.output
+    assert not (home / "lakehouse" / "bronze").exists()
+    too_short = CliRunner().invoke(app, ["run", "--window-days", "4"])
+    assert too_short.exit_code == 2 and "need more than 4 days of logs" in too_short.output

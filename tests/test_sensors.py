@@ -68,22 +68,32 @@ def test_retraining_sensor_requests_a_run_for_many_mined_samples_without_drift(h
 
 
 def test_schedule_runs_every_two_weeks_unless_a_run_already_did(home):
+    resources = {"lakehouse": LakehouseResource(home=str(home)), "mlflow_resource": MlflowResource()}
     with instance_for_test() as instance:
         now = datetime.now(timezone.utc)
-        request = two_weekly_iteration(build_schedule_context(instance=instance, scheduled_execution_time=now))
+
+        def tick(when):
+            return two_weekly_iteration(build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                                               resources=resources))
+
+        skipped = tick(now)
+        assert isinstance(skipped, SkipReason) and "no champion" in skipped.skip_message  # nothing to mine with
+        register_champion(home, "iter000-seed")
+        request = tick(now)
         assert isinstance(request, RunRequest) and request.tags["serm/trigger"] == "schedule"
 
         # a sensor-requested retraining run recorded in the instance counts as this fortnight's iteration
-        instance.create_run_for_job(defs.resolve_job_def(retrain_job.name), tags={"serm/trigger": "sensor"})
-        skipped = two_weekly_iteration(build_schedule_context(instance=instance, scheduled_execution_time=now))
+        run = instance.create_run_for_job(defs.resolve_job_def(retrain_job.name), tags={"serm/trigger": "sensor"})
+        skipped = tick(now)
         assert isinstance(skipped, SkipReason) and "14 days" in skipped.skip_message
-        later = now + timedelta(days=15)
-        assert isinstance(two_weekly_iteration(build_schedule_context(instance=instance,
-                                                                      scheduled_execution_time=later)), RunRequest)
+        busy = tick(now + timedelta(days=15))  # that run is still queued (never started): no second one
+        assert isinstance(busy, SkipReason) and f"retrain_job run {run.run_id[:8]}" in busy.skip_message
+        instance.report_run_failed(run)
+        assert isinstance(tick(now + timedelta(days=15)), RunRequest)
 
 
-def register_champion(home, training_set: str) -> str:
-    """A real (tiny) model registered in the home's MLflow as champion, trained on ``training_set``."""
+def register_champion(home, training_set: str, alias: str = "champion") -> str:
+    """A real (tiny) model registered in the home's MLflow as champion (or ``alias``), trained on ``training_set``."""
     from models.backbone import tiny_backbone
     from models.relevance import RelevanceModel
     from serm_dagster.registry import CHAMPION, Registry
@@ -93,7 +103,7 @@ def register_champion(home, training_set: str) -> str:
     registry = Registry.under(home)
     _, version = registry.log_model(folder, run_name="test", params={}, metrics={})
     registry.tag_version(version, {"training_set": training_set})
-    registry.set_alias(CHAMPION, version)
+    registry.set_alias(alias or CHAMPION, version)
     return version
 
 
@@ -113,21 +123,91 @@ def test_retraining_sensor_requests_a_run_for_labels_the_champion_has_not_seen(h
     assert isinstance(request, RunRequest)
     assert request.tags["serm/reason"] == (f"{MIN_NEW_LABELS} accepted labels newer than champion v{version}'s "
                                            "training set iter001-abcdef0123")
+    # a challenger trained on those labels lost its promotion: retraining on them again would only repeat it
+    tried = register_champion(home, "iter002-0123abcdef", alias="challenger")
+    skipped = evaluate(home)
+    assert isinstance(skipped, SkipReason)
+    assert f"challenger v{tried} was trained on them (iter002-0123abcdef) and not promoted" in skipped.skip_message
 
 
-def test_relevance_model_materializes_when_its_training_set_changes():
-    """The automation condition (eager) on models/relevance_model, evaluated with Dagster's own helper."""
+def test_the_drift_report_is_requested_once_after_new_days_are_ingested():
+    """The automation condition on gold/drift_reports, evaluated with Dagster's own helper: requested after an
+    ingestion of days, not while one still runs, and once."""
     from dagster import AssetKey, AssetMaterialization, evaluate_automation_conditions
 
+    from serm_dagster.sensors import automation_condition_sensor
+
+    drift = AssetKey(["gold", "drift_reports"])
+    assert automation_condition_sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {drift}
     with instance_for_test() as instance:
         first = evaluate_automation_conditions(defs=defs, instance=instance)
-        relevance = AssetKey(["models", "relevance_model"])
-        assert first.get_num_requested(relevance) == 0
-        instance.report_runless_asset_event(AssetMaterialization(AssetKey(["gold", "training_sets"])))
+        assert first.total_requested == 0  # nothing ingested, and nothing else is automated
+        for day in ("2026-01-03", "2026-01-04"):
+            instance.report_runless_asset_event(AssetMaterialization(AssetKey(["bronze", "query_logs"]), partition=day))
         second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-        assert second.get_num_requested(relevance) == 1
+        assert second.get_num_requested(drift) == 1 and second.total_requested == 1  # one report for both days
         third = evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
-        assert third.get_num_requested(relevance) == 0  # requested once, not again until the inputs change
+        assert third.get_num_requested(drift) == 0  # requested once, not again until new days come
+        instance.report_runless_asset_event(AssetMaterialization(AssetKey(["bronze", "judgments"])))
+        fourth = evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
+        assert fourth.get_num_requested(drift) == 0  # judgments alone do not ask (with no logs it could not run)
+
+
+def test_drift_sensor_requests_an_iteration_when_the_newest_window_drifted(home):
+    from serm_dagster.jobs import iteration_job
+    from serm_dagster.sensors import drift_sensor
+
+    store = DeltaStore(home / "lakehouse")
+
+    def evaluate_drift():
+        context = build_sensor_context(instance=DagsterInstance.ephemeral(),
+                                       resources={"lakehouse": LakehouseResource(home=str(home)),
+                                                  "mlflow_resource": MlflowResource()})
+        return drift_sensor(context)
+
+    def report(drifted: bool, end: date):
+        store.write("gold/drift_reports", pa.table({"window_end": [end], "signal": ["embedding"],
+                                                    "overall_drifted": [drifted], "reason": ["embedding moved"]}),
+                    lineage={"window": [str(end - timedelta(days=2)), str(end)]})
+
+    assert "no drift report" in evaluate_drift().skip_message
+    report(False, date(2026, 1, 10))
+    assert evaluate_drift().skip_message == "no drift in 2026-01-08..2026-01-10"
+    report(True, date(2026, 1, 10))
+    assert "no champion" in evaluate_drift().skip_message
+    register_champion(home, "iter000-seed")
+    request = evaluate_drift()
+    assert isinstance(request, RunRequest) and drift_sensor.job_name == iteration_job.name
+    assert request.tags["serm/reason"] == "drift in 2026-01-08..2026-01-10: embedding moved"
+    assert request.tags["serm/trigger"] == "sensor"
+    # once the window is mined (by the iteration the request started), the same report asks for nothing
+    store.write("gold/mined_samples", pa.table({"iteration": [1], "window_end": [date(2026, 1, 10)]}),
+                lineage={"iteration": 1})
+    assert "already mined" in evaluate_drift().skip_message
+
+
+def test_seed_model_sensor_trains_the_first_model_once_judgments_and_logs_are_in(home):
+    from serm_dagster.sensors import seed_model_sensor
+
+    store = DeltaStore(home / "lakehouse")
+
+    def evaluate_seed():
+        context = build_sensor_context(instance=DagsterInstance.ephemeral(),
+                                       resources={"lakehouse": LakehouseResource(home=str(home)),
+                                                  "mlflow_resource": MlflowResource()})
+        return seed_model_sensor(context)
+
+    assert "no judgments ingested" in evaluate_seed().skip_message
+    store.write("bronze/judgments", pa.table({"split": ["test"]}), lineage={})
+    assert "no seed judgments" in evaluate_seed().skip_message
+    store.write("bronze/judgments", pa.table({"split": ["seed", "seed", "test"]}), lineage={})
+    assert "no query logs" in evaluate_seed().skip_message
+    store.write("bronze/query_logs", pa.table({"date": [date(2026, 1, 1)]}), lineage={})
+    request = evaluate_seed()
+    assert isinstance(request, RunRequest)
+    assert request.tags["serm/reason"] == "no champion yet: the seed model on 2 seed judgments"
+    register_champion(home, "iter000-seed")
+    assert evaluate_seed().skip_message == "the champion is v1"
 
 
 def _failed_run(instance, check_passes: bool, asset_fails: bool = False):
