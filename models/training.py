@@ -6,7 +6,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -15,27 +15,7 @@ from torch.nn import functional as F
 
 from models.inference import autocast_dtype, pick_device, set_cpu_threads
 from models.relevance import LABELS, RelevanceModel, freeze_bottom
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 2
-    batch_size: int = 32
-    encoder_lr: float = 3e-5
-    head_lr: float = 1e-3  # the head starts from scratch: it needs a larger step than the pretrained encoder
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    max_length: int = 128
-    frozen_layers: int = 0  # embeddings + this many bottom encoder layers are not trained (cheaper backward)
-    seed: int = 13
-    # autocast where the hardware has a fast half type (models.inference.autocast_dtype): bf16 on recent GPUs and
-    # AMX/AVX512-BF16 CPUs, fp16 with a GradScaler on older GPUs; the weights and the optimizer stay fp32
-    mixed_precision: bool = True
-    progress: bool = True
-
-    def as_params(self) -> dict:
-        return asdict(self)
+from models.training_config import TrainingConfig
 
 
 @dataclass
