@@ -85,7 +85,7 @@ def self_training_labels(scorer, mined: pd.DataFrame, documents: pd.DataFrame) -
     """The baseline: the serving model's own most likely label for every mined pair, with its probability
     (``confidence``)."""
     frame = mined.merge(documents, on=["doc_id", "language"])
-    probs = scorer.predict_proba(frame["query"].tolist(), frame["doc_text"].tolist())
+    probs = scorer.predict_proba(frame["query"].tolist(), frame["doc_text"].tolist(), "self-training labels")
     labels = probs.argmax(axis=1)
     return frame[PAIR].assign(
         pair_id=[stable_hash(list(k)) for k in frame[PAIR].itertuples(index=False)], label=labels.astype("int64"),

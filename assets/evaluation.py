@@ -97,7 +97,7 @@ class TestPairs:
 
 def score_version(scorer, tests: TestPairs, version: str, aliases: str, run_id: str) -> pd.DataFrame:
     """One version's evaluation rows (``EVALUATION_TYPES``) on the test pairs."""
-    return evaluate_on_test_sets(scorer, tests.pairs).assign(
+    return evaluate_on_test_sets(scorer, tests.pairs, f"evaluating version {version}").assign(
         model_version=version, aliases=aliases, dagster_run_id=run_id, judgments_version=tests.judgments_version,
         test_pairs_digest=tests.digest, as_of=tests.as_of, evaluated_at=pd.Timestamp.now(tz="UTC"))
 

@@ -141,7 +141,7 @@ def score_with_model(scorer: Scorer, pairs: pd.DataFrame, passes: int, seed: int
                      ) -> pd.DataFrame:
     """The model agents' signals: score f, entropy of Pr(y|q,d), and the MC-dropout score gap."""
     probs, samples = scorer.judge(pairs["query"].tolist(), pairs["doc_text"].tolist(), k=passes, seed=seed,
-                                  top_layers=top_layers or None)
+                                  top_layers=top_layers or None, step="mining: the model agents")
     return pairs[PAIR].assign(score=probs @ [0.0, 1.0, 2.0, 3.0], uncertainty_score=entropy(probs),
                               disagreement_score=disagreement(samples))
 

@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from models.inference import autocast_dtype, pick_device, set_cpu_threads
+from models.progress import Progress
 from models.relevance import LABELS, RelevanceModel, freeze_bottom
 from models.training_config import TrainingConfig
 
@@ -108,7 +109,7 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
     report = TrainingReport(device=str(target), steps=0, seconds=0.0,
                             precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32")
     started = time.perf_counter()
-    progress = _progress(total_steps, config.progress)
+    progress = Progress(total_steps, "training", unit="step", enabled=config.progress)
     for epoch in range(config.epochs):
         order = torch.randperm(len(queries), generator=shuffler)
         epoch_started, epoch_loss = time.perf_counter(), 0.0
@@ -131,8 +132,7 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
             report.steps += 1
             report.step_losses.append(step_loss)
             epoch_loss += step_loss * len(index)
-            progress.update(1)
-            progress.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.3f}")
+            progress.advance(1, postfix=f"epoch={epoch + 1}, loss={step_loss:.3f}")
         elapsed = time.perf_counter() - epoch_started
         report.epoch_losses.append(epoch_loss / len(queries))
         report.epoch_pairs_per_second.append(len(queries) / max(elapsed, 1e-9))
@@ -143,9 +143,3 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
     report.seconds = time.perf_counter() - started
     return report
 
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    # disable=None: a bar on a terminal, silence when output goes to a log file or CI
-    return tqdm(total=total, desc="training", unit="step", disable=None if enabled else True, leave=False)

@@ -278,8 +278,13 @@ class LlmAgentConfig(Config):
     max_retries: int = 4
 
 
-class AnnotatorSettings(Settings):
-    """Who labels the mined pairs and how they must agree (see models/agents/agreement.py)."""
+# min_backends depends on the panel here (backends_needed); progress is the caller's
+AGREEMENT_FIELDS = [f.name for f in dataclasses.fields(AgreementSettings) if f.name not in ("min_backends", "progress")]
+
+
+class AnnotatorSettings(shared_fields("AgreementFields", (AgreementSettings, AGREEMENT_FIELDS))):
+    """Who labels the mined pairs and how they must agree: the agreement's fields are
+    ``models.agents.AgreementSettings``' (see models/agents/agreement.py), defined there once."""
 
     strategy: Strategy = Field(default=Strategy.AGENTS, description="'agents': the multi-agent annotator; 'self-training': "
                           "the serving model's own predicted labels (the paper's baseline)")
@@ -293,10 +298,6 @@ class AnnotatorSettings(Settings):
                                 "min_accuracy (the out-of-fold accuracy a vote needs: knowledge and features 0.6, behaviour 0.8), folds (fold "
                                 "models = reasoning paths, default 3), min_support (behaviour judge)")
     llm_agents: list[LlmAgentConfig] = Field(default=[], description="LLM judges added to the panel")
-    n_paths: int = Field(default=3, description="reasoning paths per agent and pair (level 1)")
-    early_stop: bool = True
-    quorum: float = Field(default=1.0, description="share of voting agents that must agree; 1.0 = unanimity")
-    min_voters: int = Field(default=2, description="fewer voting agents than this: the pair is discarded")
     min_backends: int | None = Field(default=None, description="a label needs agreeing judges of at least this "
                                      "many different backends (embedded, openai-chat...), so that judges fooled "
                                      "by the same injected text cannot label alone; unset: 2 when LLM judges are "
@@ -307,9 +308,8 @@ class AnnotatorSettings(Settings):
             return self.min_backends
         return 2 if self.llm_agents else 1
 
-    def agreement(self):
-        return AgreementSettings(n_paths=self.n_paths, early_stop=self.early_stop, quorum=self.quorum,
-                                 min_voters=self.min_voters, min_backends=self.backends_needed())
+    def agreement(self) -> AgreementSettings:
+        return as_dataclass(AgreementSettings, self, min_backends=self.backends_needed())
 
     def llm_panel(self) -> list:
         return [OpenAIChatAgent(a.name, a.base_url, a.model, api_key_env=a.api_key_env, temperature=a.temperature,

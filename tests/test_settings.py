@@ -8,6 +8,7 @@ import pytest
 from dagster import DagsterInvalidConfigError, asset, materialize
 from pydantic import ValidationError
 
+from models.agents import AgreementSettings
 from models.training_config import TrainingConfig, WarmStart
 from serm_dagster.resources import (
     AnnotatorSettings,
@@ -111,3 +112,15 @@ def test_model_settings_train_with_training_configs_defaults():
     seed, retrain = tuned.training_config(), tuned.training_config(warm_start=True)
     assert (seed.epochs, seed.max_length, seed.frozen_layers, seed.warmup_ratio) == (2, 48, 0, 0.0)
     assert (retrain.epochs, retrain.encoder_lr, retrain.frozen_layers, retrain.max_length) == (1, 1e-5, 2, 48)
+
+
+def test_the_annotators_agreement_is_agreement_settings_with_its_defaults():
+    schema = schema_fields(AnnotatorSettings)
+    assert AnnotatorSettings().agreement() == AgreementSettings()
+    for spec in dataclasses.fields(AgreementSettings):
+        if spec.name in AnnotatorSettings.model_fields and spec.name != "min_backends":
+            assert schema[spec.name].description == spec.metadata["description"], spec.name
+    assert AnnotatorSettings(n_paths=5, min_path_votes=2).agreement() == AgreementSettings(n_paths=5, min_path_votes=2)
+    # min_backends follows the panel unless set: an LLM judge beside the embedded ones needs a second backend
+    llm = {"name": "llm", "base_url": "http://localhost:8000/v1", "model": "m"}
+    assert AnnotatorSettings(llm_agents=[llm]).agreement().min_backends == 2
