@@ -24,6 +24,7 @@ from assets.training import RELEVANCE_MODEL, SEED_ALIAS, SEED_MODEL
 from models.evaluation import evaluate_on_test_sets, markdown_table, promotion_decision
 from serm_dagster.registry import CHALLENGER, CHAMPION
 from models.metrics import TEST
+from models.progress import reporting_to
 from serm_dagster.resources import (
     LakehouseResource,
     MiningSettings,
@@ -141,8 +142,9 @@ def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     stale = {v: a for v, a in interest.items() if stored[v] is None}
     tables = []
     for version, aliases in stale.items():
-        table = score_version(model_settings.scorer(registry.model_dir(version)), tests, version, ",".join(aliases),
-                              context.run_id)
+        with reporting_to(context.log.info):
+            table = score_version(model_settings.scorer(registry.model_dir(version)), tests, version,
+                                  ",".join(aliases), context.run_id)
         tables.append(table)
         log_headlines(registry, version, table)
     current = pd.concat([*tables, *[stored[v].assign(aliases=",".join(a))

@@ -5,7 +5,8 @@ self-training) and annotation report through ``Progress``.
 The line is shown only where stderr was a terminal when this module was loaded, and is written to a duplicate of
 that terminal: a run Dagster executes sends stderr through its compute log (a file tailed back to the terminal,
 where a line updated in place would be garbled and a bar's every redraw stored). Output sent to a file, a test
-run, a daemon's run: no line. ``watching`` sees every update wherever it runs (tests, logs).
+run, a daemon's run: no line; ``reporting_to`` a log then says how far a step is (a Dagster run's log, in its UI),
+and ``watching`` sees every update wherever it runs (tests).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -63,7 +65,7 @@ class Progress:
 
     def __init__(self, total: int, step: str, unit: str = "item", enabled: bool = True):
         self.step, self.unit, self.total, self.done = step, unit, int(total), 0
-        self.postfix = ""
+        self.postfix, self.started = "", time.monotonic()
         self._lock = threading.Lock()
         stream = TERMINAL if enabled else None
         self._bar = tqdm(total=self.total, desc=f"{_label}{step}", unit=unit, file=stream, disable=stream is None,
@@ -89,6 +91,14 @@ class Progress:
             self._bar.refresh()
             self._notify()
 
+    def summary(self) -> str:
+        """E.g. ``annotation: 300/1000 paths (30%), 2.14path/s, 05:26 left``."""
+        line = tqdm.format_meter(self.done, self.total, time.monotonic() - self.started, prefix=f"{self.step}: ",
+                                 unit=self.unit, postfix=self.postfix or None,
+                                 bar_format="{desc}{n_fmt}/{total_fmt} {unit}s ({percentage:.0f}%), {rate_fmt}, "
+                                            "{remaining} left{postfix}")
+        return " ".join(line.split())  # tqdm pads the rate for a bar
+
     def close(self) -> None:
         self._bar.close()
 
@@ -101,6 +111,25 @@ class Progress:
     def _notify(self) -> None:
         for listener in list(_listeners):
             listener(self)
+
+
+@contextmanager
+def reporting_to(log: Callable[[str], None], every_s: float = 60.0) -> Iterator[None]:
+    """While in the block, every step's ``summary`` to ``log`` (e.g. a Dagster run's log, which its UI shows, also
+    where no terminal sees the line): when it starts, at most every ``every_s`` seconds, and when it is done."""
+    logged: dict[int, float] = {}
+
+    def listen(progress: Progress) -> None:
+        now, key = time.monotonic(), id(progress)
+        if key not in logged or progress.done >= progress.total or now - logged[key] >= every_s:
+            logged[key] = now
+            log(progress.summary())
+
+    _listeners.append(listen)
+    try:
+        yield
+    finally:
+        _listeners.remove(listen)
 
 
 @contextmanager

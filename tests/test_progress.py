@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
 
 from models import progress
 from models.agents import AgreementSettings, PairToJudge, ReasoningPath, annotate
@@ -115,3 +116,34 @@ def test_no_terminal_no_line(monkeypatch, capsys):
     with progress.watching() as seen, progress.Progress(3, "step") as bar:
         bar.advance(3)
     assert capsys.readouterr() == ("", "") and seen[-1] == ("step", 3, 3)
+
+
+def test_a_run_log_hears_how_far_a_step_is_at_its_start_and_end_and_at_most_every_interval(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    lines: list[str] = []
+    with progress.reporting_to(lines.append, every_s=60.0):
+        with progress.Progress(1000, "annotation", "path", enabled=False) as bar:
+            for _ in range(9):
+                clock[0] += 10.0
+                bar.advance(50)  # 10 s per 50 paths: a line once a minute, not per update
+            bar.discount(100)  # settled early
+            bar.advance(450, postfix="pairs judged: knowledge 300")
+    assert lines == ["annotation: 0/1000 paths (0%), ?path/s, ? left",
+                     "annotation: 300/1000 paths (30%), 5.00path/s, 02:20 left",
+                     "annotation: 900/900 paths (100%), 10.00path/s, 00:00 left, pairs judged: knowledge 300"]
+
+
+def test_a_dagster_runs_log_gets_the_progress_of_its_step(scorer):
+    frame = pairs(20)
+
+    @asset
+    def scored(context: AssetExecutionContext) -> int:
+        with progress.reporting_to(context.log.info):
+            return len(score_pairs(scorer, frame, "evaluating version 7"))
+
+    instance = DagsterInstance.ephemeral()
+    result = materialize([scored], instance=instance)
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert "evaluating version 7: 0/20 pairs (0%), ?pair/s, ? left" in messages
+    assert any(m.startswith("evaluating version 7: 20/20 pairs (100%), ") for m in messages)
