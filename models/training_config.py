@@ -30,7 +30,8 @@ class TrainingConfig:
     frozen_layers: int = about(0, "the embeddings and this many bottom encoder layers are not trained (a cheaper "
                                "backward pass)")
     seed: int = about(13, "training seed: the same seed gives the same shuffles, dropout masks and weights on a CPU")
-    mixed_precision: bool = about(True, "autocast where the hardware has a fast half type "
+    mixed_precision: bool = about(True, "autocast (training, and scoring with the same settings) where the hardware "
+                                  "has a fast half type "
                                   "(models.inference.autocast_dtype): bf16 on recent GPUs and AMX/AVX512-BF16 CPUs "
                                   "(about 3x faster than fp32 there), fp16 with a GradScaler on older GPUs; the "
                                   "weights and the optimizer stay fp32. False: fp32 everywhere")

@@ -79,7 +79,8 @@ def shared_fields(name: str, *sources) -> type[Settings]:
 def as_dataclass(cls, settings: Settings, **values):
     """The dataclass ``cls`` with the fields ``settings`` shares with it (``values`` override)."""
     hints = typing.get_type_hints(cls)
-    shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls) if f.name in type(settings).model_fields}
+    shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)
+              if f.name in type(settings).model_fields}
     shared = {k: tuple(v.items()) if hints[k] == _PAIRS else v for k, v in shared.items()}
     return cls(**{**shared, **values})
 
