@@ -18,6 +18,7 @@ from assets.training import AGENT_LABELS, CONSENSUS_LABELS
 from models.agents import SqliteVoteCache, annotate, stable_hash
 from models.agents.embedded import default_panel, normalize_query, pairs_to_judge, panel_calibration, panel_knowledge
 from models.metrics import family_of
+from models.progress import reporting_to
 from serm_dagster.registry import CHAMPION
 from serm_dagster.resources import (
     AnnotatorSettings,
@@ -85,7 +86,7 @@ def self_training_labels(scorer, mined: pd.DataFrame, documents: pd.DataFrame) -
     """The baseline: the serving model's own most likely label for every mined pair, with its probability
     (``confidence``)."""
     frame = mined.merge(documents, on=["doc_id", "language"])
-    probs = scorer.predict_proba(frame["query"].tolist(), frame["doc_text"].tolist())
+    probs = scorer.predict_proba(frame["query"].tolist(), frame["doc_text"].tolist(), "self-training labels")
     labels = probs.argmax(axis=1)
     return frame[PAIR].assign(
         pair_id=[stable_hash(list(k)) for k in frame[PAIR].itertuples(index=False)], label=labels.astype("int64"),
@@ -130,7 +131,8 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
         scorer = model_settings.scorer(registry.model_dir(registry.alias_version(CHAMPION)))
         documents = document_texts(store.read_spark(session, table_name(BRONZE_CATALOG))) \
             .select("doc_id", "language", "doc_text").toPandas()
-        predicted = self_training_labels(scorer, mined, documents)
+        with reporting_to(context.log.info):
+            predicted = self_training_labels(scorer, mined, documents)
         # as in standard self-training, only the model's confident labels are trained on
         confident = predicted.pop("confidence") >= annotator_settings.self_training_min_confidence
         consensus = predicted[confident]
@@ -151,7 +153,8 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
         if llm_agents:  # the embedded judges read the knowledge themselves; an LLM reads it in its prompt
             to_judge = with_retrieved_knowledge(to_judge, panel_knowledge(agents))
         cache = SqliteVoteCache(lakehouse.paths.state / "agent_cache.sqlite")
-        result = annotate(to_judge, agents, annotator_settings.agreement(), cache=cache)
+        with reporting_to(context.log.info):  # LLM judges can take hours: the run's log says how far they are
+            result = annotate(to_judge, agents, annotator_settings.agreement(), cache=cache)
         votes, labels, consensus, stats = result.votes, result.agent_labels, result.consensus, result.stats()
 
     replace = {"iteration": [iteration]}

@@ -24,6 +24,7 @@ from assets.training import RELEVANCE_MODEL, SEED_ALIAS, SEED_MODEL
 from models.evaluation import evaluate_on_test_sets, markdown_table, promotion_decision
 from serm_dagster.registry import CHALLENGER, CHAMPION
 from models.metrics import TEST
+from models.progress import reporting_to
 from serm_dagster.resources import (
     LakehouseResource,
     MiningSettings,
@@ -97,7 +98,7 @@ class TestPairs:
 
 def score_version(scorer, tests: TestPairs, version: str, aliases: str, run_id: str) -> pd.DataFrame:
     """One version's evaluation rows (``EVALUATION_TYPES``) on the test pairs."""
-    return evaluate_on_test_sets(scorer, tests.pairs).assign(
+    return evaluate_on_test_sets(scorer, tests.pairs, f"evaluating version {version}").assign(
         model_version=version, aliases=aliases, dagster_run_id=run_id, judgments_version=tests.judgments_version,
         test_pairs_digest=tests.digest, as_of=tests.as_of, evaluated_at=pd.Timestamp.now(tz="UTC"))
 
@@ -141,8 +142,9 @@ def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     stale = {v: a for v, a in interest.items() if stored[v] is None}
     tables = []
     for version, aliases in stale.items():
-        table = score_version(model_settings.scorer(registry.model_dir(version)), tests, version, ",".join(aliases),
-                              context.run_id)
+        with reporting_to(context.log.info):
+            table = score_version(model_settings.scorer(registry.model_dir(version)), tests, version,
+                                  ",".join(aliases), context.run_id)
         tables.append(table)
         log_headlines(registry, version, table)
     current = pd.concat([*tables, *[stored[v].assign(aliases=",".join(a))

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS, BRONZE_QUERY_LOGS, SILVER_IMPRESSIONS
 from assets.training import AGENT_LABELS
 from models.inference import Scorer, disagreement, entropy
+from models.progress import reporting_to
 from serm_dagster.registry import CHAMPION
 from serm_dagster.resources import LakehouseResource, MiningSettings, MlflowResource, ModelSettings, SparkResource
 from serm_dagster.tables import table_name, write_asset_table
@@ -157,7 +158,7 @@ def score_with_model(scorer: Scorer, pairs: pd.DataFrame, passes: int, seed: int
                      ) -> pd.DataFrame:
     """The model agents' signals: score f, entropy of Pr(y|q,d), and the MC-dropout score gap."""
     probs, samples = scorer.judge(pairs["query"].tolist(), pairs["doc_text"].tolist(), k=passes, seed=seed,
-                                  top_layers=top_layers or None)
+                                  top_layers=top_layers or None, step="mining: the model agents")
     return pairs[PAIR].assign(score=probs @ [0.0, 1.0, 2.0, 3.0], uncertainty_score=entropy(probs),
                               disagreement_score=disagreement(samples))
 
@@ -251,7 +252,8 @@ def mined_samples(context: AssetExecutionContext, spark: SparkResource, lakehous
     new_terms = store.lineage(table_name(DRIFT_REPORTS)).get("new_terms", []) \
         if store.exists(table_name(DRIFT_REPORTS)) else []
     scorer = model_settings.scorer(registry.model_dir(champion))
-    outcome = mine_window(session, store, scorer, settings, start, end, new_terms)
+    with reporting_to(context.log.info):
+        outcome = mine_window(session, store, scorer, settings, start, end, new_terms)
     result = (outcome.selected.withColumn("iteration", F.lit(iteration)).withColumn("window_start", F.lit(start))
               .withColumn("window_end", F.lit(end)).withColumn("model_version", F.lit(champion)))
     seen = {"user_feedback": outcome.counts["logged_pairs"], "click_model": outcome.counts["logged_pairs"],

@@ -20,6 +20,7 @@ from dagster import (
 from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS
 from models.mixing import COLUMNS as TRAINING_COLUMNS
 from models.mixing import PAIR_KEY, mix_training_set
+from models.progress import reporting_to
 from models.relevance import RelevanceModel
 from models.training import train
 from serm_dagster.registry import CHALLENGER, CHAMPION, MODEL_NAME
@@ -152,7 +153,8 @@ def train_and_register(context: AssetExecutionContext, lakehouse: LakehouseResou
                                                         max_length=settings.max_length)
         initialised_from = settings.backbone
     config = settings.training_config(warm_start=warm_start)
-    report = None if adopted else train(model, tokenizer, examples, config, device=settings.device)
+    with reporting_to(context.log.info):
+        report = None if adopted else train(model, tokenizer, examples, config, device=settings.device)
     trained = {} if report is None else {
         "device": report.device, "precision": report.precision, "epochs": len(report.epoch_losses), "train_seconds": round(report.seconds, 1),
         "pairs_per_second": round(report.epoch_pairs_per_second[-1], 1),

@@ -10,9 +10,9 @@ from models.inference import Scorer
 from models.metrics import TEST, VALIDATION, evaluate, ndcg_per_query, paired_bootstrap
 
 
-def score_pairs(scorer: Scorer, pairs: pd.DataFrame) -> pd.DataFrame:
+def score_pairs(scorer: Scorer, pairs: pd.DataFrame, step: str = "evaluation") -> pd.DataFrame:
     """``pairs`` with ``score`` (expected label), ``pred_label`` (most likely label) and ``p0..p3``."""
-    probs = scorer.predict_proba(pairs["query"].tolist(), pairs["doc_text"].tolist())
+    probs = scorer.predict_proba(pairs["query"].tolist(), pairs["doc_text"].tolist(), step)
     scored = pairs.copy()
     for label in range(4):
         scored[f"p{label}"] = probs[:, label]
@@ -66,9 +66,9 @@ def query_values(table: pd.DataFrame, test_set: str, part: str = TEST, metric: s
                      index=pd.MultiIndex.from_tuples(keys, names=["language", "query"]) if keys else None)
 
 
-def evaluate_on_test_sets(scorer: Scorer, test_pairs: pd.DataFrame) -> pd.DataFrame:
+def evaluate_on_test_sets(scorer: Scorer, test_pairs: pd.DataFrame, step: str = "evaluation") -> pd.DataFrame:
     """``metrics_by_set`` of the pairs scored by ``scorer``, for every test set and part present."""
-    return metrics_by_set(score_pairs(scorer, test_pairs))
+    return metrics_by_set(score_pairs(scorer, test_pairs, step))
 
 
 def headline(table: pd.DataFrame, test_set: str, metric: str = "ndcg@1", part: str = TEST) -> float | None:

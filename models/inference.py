@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.progress import Progress
 from models.relevance import LABELS, RelevanceModel, encoder_layers, expected_score
 
 _LENGTH_CHUNK = 8192  # pairs tokenized at a time to measure lengths: bounded memory on big inputs
@@ -80,11 +81,13 @@ class Scorer:
     Pairs are sorted by token length and cut into batches with dynamic padding (a batch is only as
     long as its longest pair, so short pairs do not pay for long ones); results come back in input
     order. Eval mode and ``torch.inference_mode`` for scoring; with ``mixed_precision`` (the default) autocast
-    where the hardware has a fast half type (``autocast_dtype``).
+    where the hardware has a fast half type (``autocast_dtype``). ``progress``: each call shows its pairs scored
+    (``models.progress``), named by its ``step``.
     """
 
     def __init__(self, model: RelevanceModel, tokenizer=None, device: str = "auto", batch_size: int = 64,
-                 max_length: int | None = None, num_threads: int | None = None, mixed_precision: bool = True):
+                 max_length: int | None = None, num_threads: int | None = None, mixed_precision: bool = True,
+                 progress: bool = True):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = pick_device(device)
@@ -93,6 +96,7 @@ class Scorer:
         if self.tokenizer is None:
             raise ValueError("no tokenizer: pass one, or build the model with from_backbone/load")
         self.batch_size = batch_size
+        self.progress = progress
         self.amp_dtype = autocast_dtype(self.device) if mixed_precision else None
         self.max_length = max_length or model.max_length
         if self.device.type == "cpu":
@@ -141,19 +145,20 @@ class Scorer:
 
     # -- the model's outputs --------------------------------------------------------------------
 
-    def predict_proba(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, queries: Sequence[str], docs: Sequence[str], step: str = "scoring") -> np.ndarray:
         """Pr(y | q, d) for each pair: ``[N, 4]``, rows summing to 1 (eval mode: deterministic)."""
         queries, docs = self._as_lists(queries, docs)
         out = np.zeros((len(queries), len(LABELS)), dtype=np.float64)
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), Progress(len(queries), step, "pair", self.progress) as progress:
             for index, batch in self._batches(queries, docs):
                 out[index] = torch.softmax(self._forward(batch), dim=-1).cpu().numpy()
+                progress.advance(len(index))
         return out
 
-    def score(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+    def score(self, queries: Sequence[str], docs: Sequence[str], step: str = "scoring") -> np.ndarray:
         """f(q, d) = sum_y y * Pr(y | q, d) for each pair: ``[N]`` in [0, 3]."""
-        return expected_score(self.predict_proba(queries, docs))
+        return expected_score(self.predict_proba(queries, docs, step))
 
     def mc_dropout(self, queries: Sequence[str], docs: Sequence[str], k: int = 8, seed: int = 0) -> np.ndarray:
         """Expected scores from ``k`` stochastic passes with dropout active: ``[N, k]``.
@@ -166,7 +171,7 @@ class Scorer:
         return self.judge(queries, docs, k, seed, top_layers=None)[1]
 
     def judge(self, queries: Sequence[str], docs: Sequence[str], k: int = 8, seed: int = 0,
-              top_layers: int | None = 1) -> tuple[np.ndarray, np.ndarray]:
+              top_layers: int | None = 1, step: str = "scoring with MC dropout") -> tuple[np.ndarray, np.ndarray]:
         """``(Pr(y|q,d) [N, 4], MC-dropout expected scores [N, k])`` in one go: what the model agents need.
 
         ``top_layers=n`` resamples dropout only in the encoder's top ``n`` layers and the head: the layers
@@ -182,7 +187,8 @@ class Scorer:
         out = np.zeros((len(queries), k), dtype=np.float64)
         top = encoder_layers(self.model.encoder)[-top_layers:] if top_layers else []
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+        with torch.random.fork_rng(devices=devices), torch.inference_mode(), \
+                Progress(len(queries), step, "pair", self.progress) as progress:
             torch.manual_seed(seed)
             for index, batch in self._batches(queries, docs):
                 self.model.eval()
@@ -201,6 +207,7 @@ class Scorer:
                             logits = self._forward(batch)
                         # .float() last: under autocast the expectation's matmul comes back in bf16
                         out[index, sample] = expected_score(torch.softmax(logits.float(), dim=-1)).float().cpu().numpy()
+                progress.advance(len(index))
         return probs, out
 
 

@@ -6,7 +6,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -14,28 +14,9 @@ import torch
 from torch.nn import functional as F
 
 from models.inference import autocast_dtype, pick_device, set_cpu_threads
+from models.progress import Progress
 from models.relevance import LABELS, RelevanceModel, freeze_bottom
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    epochs: int = 2
-    batch_size: int = 32
-    encoder_lr: float = 3e-5
-    head_lr: float = 1e-3  # the head starts from scratch: it needs a larger step than the pretrained encoder
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    max_length: int = 128
-    frozen_layers: int = 0  # embeddings + this many bottom encoder layers are not trained (cheaper backward)
-    seed: int = 13
-    # autocast where the hardware has a fast half type (models.inference.autocast_dtype): bf16 on recent GPUs and
-    # AMX/AVX512-BF16 CPUs, fp16 with a GradScaler on older GPUs; the weights and the optimizer stay fp32
-    mixed_precision: bool = True
-    progress: bool = True
-
-    def as_params(self) -> dict:
-        return asdict(self)
+from models.training_config import TrainingConfig
 
 
 @dataclass
@@ -128,7 +109,7 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
     report = TrainingReport(device=str(target), steps=0, seconds=0.0,
                             precision=str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32")
     started = time.perf_counter()
-    progress = _progress(total_steps, config.progress)
+    progress = Progress(total_steps, "training", unit="step", enabled=config.progress)
     for epoch in range(config.epochs):
         order = torch.randperm(len(queries), generator=shuffler)
         epoch_started, epoch_loss = time.perf_counter(), 0.0
@@ -151,8 +132,7 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
             report.steps += 1
             report.step_losses.append(step_loss)
             epoch_loss += step_loss * len(index)
-            progress.update(1)
-            progress.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.3f}")
+            progress.advance(1, postfix=f"epoch={epoch + 1}, loss={step_loss:.3f}")
         elapsed = time.perf_counter() - epoch_started
         report.epoch_losses.append(epoch_loss / len(queries))
         report.epoch_pairs_per_second.append(len(queries) / max(elapsed, 1e-9))
@@ -163,9 +143,3 @@ def train(model: RelevanceModel, tokenizer, examples: pd.DataFrame, config: Trai
     report.seconds = time.perf_counter() - started
     return report
 
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    # disable=None: a bar on a terminal, silence when output goes to a log file or CI
-    return tqdm(total=total, desc="training", unit="step", disable=None if enabled else True, leave=False)

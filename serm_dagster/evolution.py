@@ -28,6 +28,7 @@ import pandas as pd
 
 from assets.comparison import arm_paths, comparison_rows
 from assets.training import SEED_ALIAS
+from models import progress
 from models.inference import available_cores
 from serm_dagster.definitions import default_resources
 from serm_dagster.jobs import iteration_job, seed_model_job
@@ -247,7 +248,8 @@ def _with(settings, **changes):
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)  # an arm's process shares the terminal: its lines must not wait in a buffer
+    # an arm's process shares the terminal: its lines must not wait in a buffer, nor follow the other arm's progress
+    progress.say(message)
 
 
 def _arm_process(threads: int) -> None:
@@ -256,8 +258,12 @@ def _arm_process(threads: int) -> None:
 
 def _run_arm(prefix: str, home: str, iterations: int, strategy: str, window_days: int, panel: Panel,
              resources: dict, echo: Callable[[str], None] = _say) -> None:
-    evolve(SermPaths.from_env(Path(home)).ensure(), iterations, strategy, window_days,
-           lambda message: echo(f"{prefix} {message}"), panel,
-           **{name: cls(**fields) for name, (cls, fields) in resources.items()})
+    progress.set_label(prefix)  # the arms' progress lines share the terminal too
+    try:
+        evolve(SermPaths.from_env(Path(home)).ensure(), iterations, strategy, window_days,
+               lambda message: echo(f"{prefix} {message}"), panel,
+               **{name: cls(**fields) for name, (cls, fields) in resources.items()})
+    finally:
+        progress.set_label("")
 
 

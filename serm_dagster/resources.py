@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
 
 from dagster import Config, ConfigurableResource
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, create_model
 
 from models.agents import AgreementSettings, OpenAIChatAgent
 from models.agents.embedded import DEFAULT_AGENTS
 from models.mixing import MixWeights
+from models.training_config import TrainingConfig, WarmStart
 from serm_dagster.registry import Registry
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
@@ -48,6 +51,38 @@ class Settings(ConfigurableResource):
     """Our resources: a field name that is not theirs (a misspelt setting) is an error, never dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+# Dagster's config has no tuples: a tuple of (name, value) pairs (MinerSettings.score_weights) is a dict there
+_PAIRS = tuple[tuple[str, float], ...]
+
+
+def shared_fields(name: str, *sources) -> type[Settings]:
+    """A ``Settings`` base class whose fields are those of plain settings dataclasses: each field's type, default
+    and description (``models.about``) are defined once, in the dataclass that ``spark_jobs`` or ``models`` take,
+    and the resource derived from it shows them in Dagster's config schema. A source is a dataclass (all its
+    fields) or ``(dataclass, [names])``; a name two sources share comes from the first."""
+    fields: dict = {}
+    for source in sources:
+        cls, names = source if isinstance(source, tuple) else (source, None)
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            if (names is not None and spec.name not in names) or spec.name in fields:
+                continue
+            kind, default = hints[spec.name], spec.default
+            if kind == _PAIRS:
+                kind, default = dict[str, float], dict(default)
+            fields[spec.name] = (kind, Field(default=default, description=spec.metadata.get("description")))
+    return create_model(name, __base__=Settings, __module__=__name__, **fields)
+
+
+def as_dataclass(cls, settings: Settings, **values):
+    """The dataclass ``cls`` with the fields ``settings`` shares with it (``values`` override)."""
+    hints = typing.get_type_hints(cls)
+    shared = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)
+              if f.name in type(settings).model_fields}
+    shared = {k: tuple(v.items()) if hints[k] == _PAIRS else v for k, v in shared.items()}
+    return cls(**{**shared, **values})
 
 
 def build_spark_session(
@@ -161,36 +196,22 @@ class MlflowResource(Settings):
         return Registry.under(Path(home), self.experiment, self.tracking_uri, self.artifact_root)
 
 
-class ModelSettings(Settings):
-    """How the relevance model is built, trained, evaluated and promoted."""
+# the training recipe a user sets; the others keep TrainingConfig's defaults (progress is the caller's)
+TRAINING_FIELDS = ("epochs", "batch_size", "encoder_lr", "head_lr", "weight_decay", "warmup_ratio", "max_grad_norm",
+                   "max_length", "seed", "mixed_precision")
+
+
+class ModelSettings(shared_fields("TrainingFields", (TrainingConfig, TRAINING_FIELDS), WarmStart)):
+    """How the relevance model is built, trained, evaluated and promoted. The training recipe's fields are
+    ``models.training_config``'s: ``TrainingConfig`` (the seed model, from the backbone) and ``WarmStart`` (how
+    retraining from the champion differs)."""
 
     backbone: str = Field(default_factory=lambda: os.environ.get("SERM_BACKBONE", "all-MiniLM-L6-v2"),
                           description="'all-MiniLM-L6-v2' (packaged), a Hugging Face id, or a local folder")
     device: str = Field(default="auto", description="'auto' uses the GPU when there is one")
-    mixed_precision: bool = Field(default=True, description="autocast training and scoring to bf16 where the "
-                                  "hardware has it natively (recent GPUs; AMX/AVX512-BF16 CPUs, where it runs about "
-                                  "3x faster than fp32), fp16 on older GPUs; False: fp32 everywhere")
-    epochs: int = Field(default=4, description="epochs over the seed set when training from the backbone (the seed "
-                        "model): with encoder_lr 2e-4, 4 epochs reach the plateau a 10-epoch run shows on the demo stream")
     retrain_from: RetrainFrom = Field(default=RetrainFrom.CHAMPION, description="'champion': retraining fine-tunes the serving "
                               "model on the mix (fast, keeps what it knows); 'backbone': from the pretrained encoder")
-    retrain_epochs: int = Field(default=1, description="epochs over the mix when retraining from the champion")
-    retrain_frozen_layers: int = Field(default=0, description="when retraining from the champion, the embeddings "
-                                       "and this many bottom encoder layers stay as they are (about 1.4x faster on "
-                                       "a CPU). 0: a frozen bottom cannot learn new words (slang), so even true "
-                                       "labels lifted evolving NDCG@1 by 1.5 points with 3 frozen, 4.5 with none")
-    batch_size: int = 32
-    encoder_lr: float = Field(default=2e-4, description="encoder learning rate when training from the backbone. On "
-                              "the demo stream 5e-5 left the seed model under-trained after 4 epochs (evolving NDCG@1 84 "
-                              "vs 92 at 2e-4), so continued training alone looked like evolution")
-    retrain_encoder_lr: float = Field(default=5e-5, description="encoder learning rate when fine-tuning the "
-                                      "champion: a quarter of the seed model's step, so the serving model keeps what "
-                                      "it knows (at 1e-4 SERM's challengers lost 1.5-2.3 static NDCG@1 points)")
-    head_lr: float = 1e-3
-    max_length: int = Field(default=64, description="tokens of query + title + description the model reads "
-                            "(the simulated catalogue's pairs: median 56, 90th percentile 77)")
     dropout: float = 0.1
-    seed: int = 13
     eval_batch_size: int = 64
     seed_weight: float = Field(default=1.0, description="training weight of the seed (SFT) pairs")
     earlier_weight: float = Field(default=1.0, description="training weight of earlier iterations' labels")
@@ -209,14 +230,10 @@ class ModelSettings(Settings):
                                  "another home's registered seed model) to adopt as the seed model instead of "
                                  "training one; '' trains it on the seed judgments")
 
-    def training_config(self, progress: bool = True, warm_start: bool = False):
-        from models.training import TrainingConfig  # torch loads when a model trains, not with the resource
-
-        return TrainingConfig(epochs=self.retrain_epochs if warm_start else self.epochs, batch_size=self.batch_size,
-                              frozen_layers=self.retrain_frozen_layers if warm_start else 0,
-                              encoder_lr=self.retrain_encoder_lr if warm_start else self.encoder_lr,
-                              head_lr=self.head_lr, max_length=self.max_length, seed=self.seed,
-                              mixed_precision=self.mixed_precision, progress=progress)
+    def training_config(self, progress: bool = True, warm_start: bool = False) -> TrainingConfig:
+        """The recipe of the seed model, or with ``warm_start`` of retraining from the champion (``WarmStart``)."""
+        recipe = as_dataclass(TrainingConfig, self, progress=progress)
+        return recipe.warm_started(as_dataclass(WarmStart, self)) if warm_start else recipe
 
     def scorer_options(self) -> dict:
         """The Scorer arguments these settings decide (device, batch size, precision)."""
@@ -232,41 +249,20 @@ class ModelSettings(Settings):
         return MixWeights(seed=self.seed_weight, earlier=self.earlier_weight, current=self.current_weight)
 
 
-class MiningSettings(Settings):
-    """The iteration's window, the drift report and the miner's thresholds (see spark_jobs/mining.py)."""
+class MiningSettings(shared_fields("MinerFields", MinerSettings, (DriftSettings, ["embedding_sample_size"]))):
+    """The iteration's window, the drift report's sample and the miner's thresholds: every field of
+    ``spark_jobs.mining.MinerSettings`` (see spark_jobs/mining.py), defined there once."""
 
     window_days: int = Field(default=3, description="days in the window of the stream an iteration mines")
     window_end: str = Field(default="", description="the window's last day (ISO date), the iteration's as-of day: "
                             "drift, mining and evaluation read nothing dated after it; '' = the newest ingested "
                             "day of query logs. `serm evolve` sets it per replayed iteration")
-    tau_u_ms: float = 30_000.0
-    tau_c: float = 1.5
-    tau_cm: float = 0.35
-    min_support: float = 1.0
-    tau_position: float = 3.0
-    tau_md: float | None = Field(default=None, description="MC-dropout gap threshold; None: model_flag_quantile")
-    tau_mu: float | None = Field(default=None, description="entropy threshold (nats); None: model_flag_quantile")
-    model_flag_quantile: float = 0.8
-    mc_passes: int = 4
-    mc_top_layers: int = Field(default=1, description="dropout resampled per MC pass only in the top n encoder "
-                               "layers and the head (a third of the cost of 0 = every layer; see MinerSettings)")
-    sample_rest: int = Field(default=400, description="uniformly sampled non-candidates the model agents score")
-    max_candidates: int = Field(default=1200, description="behavioural candidates the model agents score at most "
-                                "(the model agents' cost: (max_candidates + sample_rest) forward passes, plus "
-                                "mc_passes passes through the top mc_top_layers; about 160 pairs/s per pass on 2 "
-                                "CPU cores)")
-    budget: int = Field(default=1000, description="pairs per iteration sent to the annotator")
-    cap_per_query: int = 3
-    min_language_share: float = 0.05
-    embedding_sample_size: int = Field(default=500, description="queries per side for the embedding drift test")
-    seed: int = 17
 
-    def miner(self):
-        fields = MinerSettings.__dataclass_fields__
-        return MinerSettings(**{k: v for k, v in self.model_dump().items() if k in fields})
+    def miner(self) -> MinerSettings:
+        return as_dataclass(MinerSettings, self)
 
-    def drift(self):
-        return DriftSettings(embedding_sample_size=self.embedding_sample_size, seed=self.seed)
+    def drift(self) -> DriftSettings:
+        return as_dataclass(DriftSettings, self)
 
 
 class LlmAgentConfig(Config):
@@ -284,8 +280,13 @@ class LlmAgentConfig(Config):
     max_retries: int = 4
 
 
-class AnnotatorSettings(Settings):
-    """Who labels the mined pairs and how they must agree (see models/agents/agreement.py)."""
+# min_backends depends on the panel here (backends_needed); progress is the caller's
+AGREEMENT_FIELDS = [f.name for f in dataclasses.fields(AgreementSettings) if f.name not in ("min_backends", "progress")]
+
+
+class AnnotatorSettings(shared_fields("AgreementFields", (AgreementSettings, AGREEMENT_FIELDS))):
+    """Who labels the mined pairs and how they must agree: the agreement's fields are
+    ``models.agents.AgreementSettings``' (see models/agents/agreement.py), defined there once."""
 
     strategy: Strategy = Field(default=Strategy.AGENTS, description="'agents': the multi-agent annotator; 'self-training': "
                           "the serving model's own predicted labels (the paper's baseline)")
@@ -299,10 +300,6 @@ class AnnotatorSettings(Settings):
                                 "min_accuracy (the out-of-fold accuracy a vote needs: knowledge and features 0.6, behaviour 0.8), folds (fold "
                                 "models = reasoning paths, default 3), min_support (behaviour judge)")
     llm_agents: list[LlmAgentConfig] = Field(default=[], description="LLM judges added to the panel")
-    n_paths: int = Field(default=3, description="reasoning paths per agent and pair (level 1)")
-    early_stop: bool = True
-    quorum: float = Field(default=1.0, description="share of voting agents that must agree; 1.0 = unanimity")
-    min_voters: int = Field(default=2, description="fewer voting agents than this: the pair is discarded")
     min_backends: int | None = Field(default=None, description="a label needs agreeing judges of at least this "
                                      "many different backends (embedded, openai-chat...), so that judges fooled "
                                      "by the same injected text cannot label alone; unset: 2 when LLM judges are "
@@ -313,9 +310,8 @@ class AnnotatorSettings(Settings):
             return self.min_backends
         return 2 if self.llm_agents else 1
 
-    def agreement(self):
-        return AgreementSettings(n_paths=self.n_paths, early_stop=self.early_stop, quorum=self.quorum,
-                                 min_voters=self.min_voters, min_backends=self.backends_needed())
+    def agreement(self) -> AgreementSettings:
+        return as_dataclass(AgreementSettings, self, min_backends=self.backends_needed())
 
     def llm_panel(self) -> list:
         return [OpenAIChatAgent(a.name, a.base_url, a.model, api_key_env=a.api_key_env, temperature=a.temperature,

@@ -44,6 +44,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from models import about
 from spark_jobs.impressions import normalize_query
 
 REFERENCE, WINDOW = "reference", "window"
@@ -73,7 +74,8 @@ class DriftSettings:
     term_js_threshold: float = 0.04
     term_min_count: int = 5              # rarer tokens (both sides together) share one "rare" bin
     # embedding signal: kernel two-sample test on a seeded sample of distinct queries per side
-    embedding_sample_size: int = 500     # distinct queries per side; 0 turns the signal off
+    embedding_sample_size: int = about(500, "distinct queries per side for the embedding drift test; 0 turns the "
+                                       "signal off")
     embedding_permutations: int = 100    # >= 100 so that p < 0.01 is reachable (smallest p is 1/(P+1))
     embedding_alpha: float = 0.01
     embedding_mmd_floor: float = 0.001   # a significant but negligible MMD² (huge windows) is not drift

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from models import about
+
 PAIR = ["query", "language", "doc_id"]
 AGENTS = ("user_feedback", "click_model", "disagreement", "uncertainty")
 # the range of each agent's score, so priorities add comparable numbers: CTR and attractiveness
@@ -35,48 +37,60 @@ SCORE_SCALES = {"user_feedback": 1.0, "click_model": 1.0, "disagreement": 3.0, "
 
 @dataclass(frozen=True)
 class MinerSettings:
+    """The miner's thresholds and budget: the one definition of each (``serm_dagster.resources.MiningSettings``
+    derives its fields, defaults and descriptions from these)."""
+
     # --- behavioural agents
-    tau_u_ms: float = 30_000.0     # mean dwell (ms) that counts as satisfied engagement on its own
-    tau_c: float = 1.5             # f below this = the model calls the pair at most "related" (1 of 0-3)
-    tau_cm: float = 0.35           # PBM attractiveness that means "users want this" (about 1 in 3 examinations clicks)
-    min_support: float = 1.0       # expected examined impressions before the click model is believed
-    # a click-model flag needs clicks: with a Beta(1, 1) prior an unclicked, rarely examined pair
-    # still has attractiveness near 0.4, which is the prior speaking, not the users
-    min_clicks: int = 1
-    tau_position: float = 3.0      # unscored pairs: mean position below the top 3 = the ranker thinks little of it
-    rank_proxy: bool = True        # False: unscored pairs are never flagged by the behavioural agents
-    # --- model agents: MC-dropout score gap and entropy (nats, max ln 4 = 1.386) thresholds. None:
-    # the ``model_flag_quantile`` of the scored pairs, because what counts as "unsure" depends on
-    # the model (a young seed model is unsure everywhere, a mature one rarely)
-    tau_md: float | None = None
-    tau_mu: float | None = None
-    model_flag_quantile: float = 0.8
-    mc_passes: int = 4
-    # n: dropout resampled per pass only in the top n encoder layers and the head, the layers below run
-    # once (1 + passes * n / depth forward passes per pair, not 1 + passes); 0: in every layer (full MC
-    # dropout). On the demo stream the top 20% by gap held 1.50x the model's error rate with n = 1 and
-    # 1.58x with full passes, at a third of the cost
-    mc_top_layers: int = 1
-    sample_rest: int = 400         # uniformly sampled non-candidates the model agents also see
-    max_candidates: int = 1200     # behavioural candidates the model scores at most (strongest evidence first)
+    tau_u_ms: float = about(30_000.0, "mean dwell (ms) that counts as satisfied engagement on its own")
+    tau_c: float = about(1.5, "the model's score f below this = it calls the pair at most 'related' (1 of 0-3)")
+    tau_cm: float = about(0.35, "PBM attractiveness that means 'users want this' (about 1 in 3 examinations "
+                          "clicks)")
+    min_support: float = about(1.0, "expected examined impressions before the click model is believed")
+    min_clicks: int = about(1, "clicks a click-model flag needs: with a Beta(1, 1) prior an unclicked, rarely "
+                            "examined pair still has attractiveness near 0.4, which is the prior speaking, not the "
+                            "users")
+    tau_position: float = about(3.0, "unscored pairs: a mean position below the top 3 = the ranker thinks little "
+                                "of it (the rank proxy)")
+    rank_proxy: bool = about(True, "False: unscored pairs are never flagged by the behavioural agents")
+    # --- model agents. Thresholds None: the ``model_flag_quantile`` of the scored pairs, because what counts as
+    # "unsure" depends on the model (a young seed model is unsure everywhere, a mature one rarely)
+    tau_md: float | None = about(None, "MC-dropout score gap threshold; None: model_flag_quantile of the scored "
+                                 "pairs")
+    tau_mu: float | None = about(None, "entropy threshold (nats, at most ln 4 = 1.386); None: model_flag_quantile "
+                                 "of the scored pairs")
+    model_flag_quantile: float = about(0.8, "where tau_md / tau_mu are None: the model agents flag the pairs above "
+                                       "this quantile of the scored pairs' gap / entropy")
+    mc_passes: int = about(4, "MC-dropout passes per pair")
+    mc_top_layers: int = about(1, "n: dropout resampled per MC pass only in the top n encoder layers and the head, "
+                               "the layers below run once (1 + passes * n / depth forward passes per pair, not 1 + "
+                               "passes); 0: in every layer (full MC dropout). On the demo stream the top 20% by gap "
+                               "held 1.50x the model's error rate with n = 1 and 1.58x with full passes, at a third "
+                               "of the cost")
+    sample_rest: int = about(400, "uniformly sampled non-candidates the model agents also score")
+    max_candidates: int = about(1200, "behavioural candidates the model agents score at most, strongest evidence "
+                                "first (their cost: (max_candidates + sample_rest) forward passes, plus mc_passes "
+                                "passes through the top mc_top_layers; about 160 pairs/s per pass on 2 CPU cores)")
     # --- the budget
-    budget: int = 1000             # pairs per iteration sent to the annotator
-    cap_per_query: int = 3         # per (language, near-duplicate query key): one query must not eat the budget
-    min_language_share: float = 0.05  # each language's floor, as a share of the budget, so small ones are not starved
-    new_term_bonus: float = 0.5    # priority added when the query holds a term the drift report calls new
-    # priority = n_agents + sum(weight * score / SCORE_SCALES[agent]) (+ new-term bonus). The
-    # disagreement gap weighs most (its flagged pairs were the most enriched for model errors on
-    # the simulator); raw CTR weighs nothing because the click model's attractiveness is the same
-    # signal with the position bias removed
-    score_weights: tuple[tuple[str, float], ...] = (
-        ("user_feedback", 0.0), ("click_model", 0.5), ("disagreement", 3.0), ("uncertainty", 0.5))
-    # near-duplicate queries (same doc): all tokens equal but one, and that one at most
-    # ``typo_edits`` edits away, all letters and at least ``min_typo_token_length`` long ("sandal" ~
-    # "sandals", but not "tv" ~ "tc" nor "iphone 14" ~ "iphone 15")
-    typo_edits: int = 1
-    min_typo_token_length: int = 5
-    diversify_under_budget: bool = False  # True: drop near-duplicates and cap queries even when all would fit
-    seed: int = 17
+    budget: int = about(1000, "pairs per iteration sent to the annotator")
+    cap_per_query: int = about(3, "pairs per (language, near-duplicate query key) when over budget: one query must "
+                               "not eat the budget")
+    min_language_share: float = about(0.05, "each language's floor, as a share of the budget, so small ones are "
+                                      "not starved")
+    new_term_bonus: float = about(0.5, "priority added when the query holds a term the drift report calls new")
+    score_weights: tuple[tuple[str, float], ...] = about(
+        (("user_feedback", 0.0), ("click_model", 0.5), ("disagreement", 3.0), ("uncertainty", 0.5)),
+        "priority = n_agents + sum(weight * score / scale of the agent's score) (+ new-term bonus), per agent. The "
+        "disagreement gap weighs most (its flagged pairs were the most enriched for model errors on the "
+        "simulator); raw CTR weighs nothing because the click model's attractiveness is the same signal with "
+        "the position bias removed")
+    typo_edits: int = about(1, "near-duplicate queries (same doc): all tokens equal but one, and that one at most "
+                            "this many edits away, all letters and at least min_typo_token_length long ('sandal' ~ "
+                            "'sandals', but not 'tv' ~ 'tc' nor 'iphone 14' ~ 'iphone 15'); 0: no typo check")
+    min_typo_token_length: int = about(5, "the shortest word a typo check compares (see typo_edits)")
+    diversify_under_budget: bool = about(False, "True: drop near-duplicates and cap queries even when all would "
+                                         "fit the budget")
+    seed: int = about(17, "seed of the uniform sample and of the MC-dropout passes (an iteration's drift report "
+                         "samples with it too)")
 
 
 def window_pairs(impressions: DataFrame) -> DataFrame:

@@ -53,14 +53,20 @@ def resources(home, **settings):
             "annotator_settings": AnnotatorSettings()}
 
 
-def run(home, selection, **settings):
+def run(home, selection, instance=None, **settings):
     return materialize([*ALL, *CHECKS], resources=resources(home, **settings), selection=selection,
-                       instance=DagsterInstance.ephemeral(), raise_on_error=False)
+                       instance=instance or DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 def test_seed_model_is_registered_evaluated_and_becomes_champion(trained_home):
-    result = run(trained_home, ["gold/training_sets", "models/seed_model", "gold/evaluations", "gold/promotions"])
+    instance = DagsterInstance.ephemeral()
+    result = run(trained_home, ["gold/training_sets", "models/seed_model", "gold/evaluations", "gold/promotions"],
+                 instance)
     assert result.success
+    # the run's log (the UI's) says how far the long steps are, terminal or not
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("training: ") and " steps (100%)" in m for m in messages)
+    assert any(m.startswith("evaluating version 1: ") and " pairs (100%)" in m for m in messages)
     registry = Registry.under(trained_home)
     assert registry.alias_version(CHAMPION) == registry.alias_version("seed") == "1"
     tags = registry.version_tags("1")

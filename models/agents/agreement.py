@@ -21,6 +21,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from .. import about
+from ..progress import Progress
 from .base import (
     LABELS, STATUS_ABSTAIN, STATUS_FAILED, TRANSIENT_ERROR, Agent, PairToJudge, ReasoningPath, mask_secrets,
 )
@@ -46,18 +48,22 @@ CONSENSUS_COLUMNS = ["pair_id", "query", "language", "doc_id", "label", "agreein
 
 @dataclass(frozen=True)
 class AgreementSettings:
-    n_paths: int = 3  # reasoning paths per agent and pair (level 1); an agent's max_paths may lower it
-    early_stop: bool = True  # stop sampling a pair once no further path can change its majority
-    min_path_votes: int = 1  # an agent's label needs at least this many supporting paths
-    quorum: float = 1.0  # share of voting agents that must back the label; 1.0 = unanimity
-    min_voters: int = 2  # fewer voting agents than this: the pair is discarded
-    min_backends: int = 1  # the agreeing agents must run on at least this many different backends
-    batch_size: int = 64  # pairs per agent.judge() call
-    parallel_agents: bool = True  # agents are independent services: ask them at the same time
-    stop_agent_when_down: bool = True  # every call of a path index failed transiently: skip its later paths
-    down_after_failed_calls: int = 3  # ...but only when at least this many calls failed (not one unlucky pair)
-    max_path_rationale_chars: int = 300
-    max_rationale_chars: int = 1200
+    n_paths: int = about(3, "reasoning paths per agent and pair (level 1); an agent's max_paths may lower it")
+    early_stop: bool = about(True, "stop sampling a pair once no further path can change its majority")
+    min_path_votes: int = about(1, "an agent's label needs at least this many supporting paths")
+    quorum: float = about(1.0, "share of voting agents that must back the label; 1.0 = unanimity")
+    min_voters: int = about(2, "fewer voting agents than this: the pair is discarded")
+    min_backends: int = about(1, "the agreeing agents must run on at least this many different backends")
+    batch_size: int = about(64, "pairs per call of an agent")
+    parallel_agents: bool = about(True, "agents are independent services: ask them at the same time")
+    stop_agent_when_down: bool = about(True, "every call of a path index failed transiently (after its retries): "
+                                       "skip the agent's later paths")
+    down_after_failed_calls: int = about(3, "...but only when at least this many calls failed (not one unlucky "
+                                         "pair)")
+    max_path_rationale_chars: int = about(300, "a path's rationale is cut to this many characters when merged")
+    max_rationale_chars: int = about(1200, "the longest merged rationale of a label")
+    progress: bool = about(True, "a line on a terminal: paths asked of the panel, pairs judged per agent "
+                           "(models.progress)")
 
     def __post_init__(self) -> None:
         if self.n_paths < 1:
@@ -184,18 +190,32 @@ def _judge_batch(agent: Agent, batch: list[PairToJudge], path_index: int) -> lis
     return [replace(path, error=mask_secrets(path.error)) if path.error else path for path in paths]
 
 
+def paths_of(agent: Agent, settings: AgreementSettings) -> int:
+    """Reasoning paths ``agent`` is asked for per pair at most: ``n_paths``, or fewer if the agent says so."""
+    agent_max = getattr(agent, "max_paths", None)
+    return max(1, min(settings.n_paths, int(agent_max))) if agent_max else settings.n_paths
+
+
 def vote_within_agent(
     agent: Agent,
     pairs: Sequence[PairToJudge],
     settings: AgreementSettings | None = None,
     cache: VoteCache | None = None,
+    progress: Progress | None = None,
+    judged: dict[str, int] | None = None,
 ) -> dict[str, AgentVerdict]:
-    """Level 1 for one agent over many pairs; returns the verdict per pair_id (input order)."""
+    """Level 1 for one agent over many pairs; returns the verdict per pair_id (input order). ``progress`` counts
+    the paths as they are answered (a pair settled early discounts the paths it no longer needs);
+    ``judged[agent.name]`` the pairs whose verdict is known."""
     settings = settings or AgreementSettings()
-    n_paths = settings.n_paths
-    agent_max = getattr(agent, "max_paths", None)
-    if agent_max:
-        n_paths = max(1, min(n_paths, int(agent_max)))
+    n_paths = paths_of(agent, settings)
+    judged = judged if judged is not None else {}
+    judged[agent.name] = 0
+
+    def report(answered: int, unneeded: int = 0) -> None:
+        if progress is not None:
+            progress.discount(unneeded)
+            progress.advance(answered, "pairs judged: " + ", ".join(f"{name} {n}" for name, n in judged.items()))
     config_key = agent.config_key()
     unique = list({p.pair_id: p for p in reversed(list(pairs))}.values())[::-1]  # first occurrence wins
     content_hash = {p.pair_id: p.content_hash() for p in unique}
@@ -209,10 +229,12 @@ def vote_within_agent(
         keys: dict[str, CacheKey] = {p.pair_id: (config_key, content_hash[p.pair_id], path_index) for p in pending}
         cached = cache.get_many(list(keys.values())) if cache is not None else {}
         to_call = [p for p in pending if keys[p.pair_id] not in cached]
+        report(len(pending) - len(to_call))
         fresh: dict[str, ReasoningPath] = {}
         for start in range(0, len(to_call), settings.batch_size):
             batch = to_call[start : start + settings.batch_size]
             fresh.update(zip((p.pair_id for p in batch), _judge_batch(agent, batch, path_index)))
+            report(len(batch))
         if cache is not None and fresh:
             cache.put_many({keys[pid]: path for pid, path in fresh.items() if should_cache(path)})
 
@@ -228,6 +250,8 @@ def vote_within_agent(
                 settled.add(pid)
             else:
                 still_pending.append(pair)
+        judged[agent.name] += len(pending) - (len(still_pending) if remaining else 0)
+        report(0, remaining * (len(pending) - len(still_pending)))
         pending = still_pending
 
         if (
@@ -239,6 +263,8 @@ def vote_within_agent(
             # next path index would only repeat the timeouts; the next run retries (not cached).
             log.warning("agent %s looks down (all %d calls of path %d failed); skipping its later paths",
                         agent.name, len(fresh), path_index)
+            judged[agent.name] += len(pending)
+            report(0, remaining * len(pending))
             break
 
     verdicts: dict[str, AgentVerdict] = {}
@@ -346,15 +372,19 @@ def annotate(
     if len(set(names)) != len(names):
         raise ValueError(f"agent names must be unique: {names}")
     unique_pairs = list({p.pair_id: p for p in reversed(list(pairs))}.values())[::-1]
+    # the paths the panel may be asked for; pairs settled early take theirs off as they settle
+    most = len(unique_pairs) * sum(paths_of(agent, settings) for agent in agents)
+    judged = {name: 0 for name in names}
 
-    def run(agent: Agent) -> dict[str, AgentVerdict]:
-        return vote_within_agent(agent, unique_pairs, settings, cache)
+    with Progress(most, "annotation", "path", settings.progress) as progress:
+        def run(agent: Agent) -> dict[str, AgentVerdict]:
+            return vote_within_agent(agent, unique_pairs, settings, cache, progress, judged)
 
-    if settings.parallel_agents and len(agents) > 1:
-        with ThreadPoolExecutor(max_workers=len(agents), thread_name_prefix="mra-agent") as pool:
-            per_agent = list(pool.map(run, agents))
-    else:
-        per_agent = [run(agent) for agent in agents]
+        if settings.parallel_agents and len(agents) > 1:
+            with ThreadPoolExecutor(max_workers=len(agents), thread_name_prefix="mra-agent") as pool:
+                per_agent = list(pool.map(run, agents))
+        else:
+            per_agent = [run(agent) for agent in agents]
 
     vote_rows, label_rows, consensus_rows = [], [], []
     decisions: dict[str, CrossAgentDecision] = {}
