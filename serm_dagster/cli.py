@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -41,8 +42,10 @@ app = typer.Typer(help="SERM Lakehouse: a self-evolving relevance model on Dagst
 def _quiet_libraries():
     """Progress lines are ours: MLflow's INFO logging and artifact download bars, and Hugging Face's
     weight-loading bars stay out of them (environment variables, so the comparison's arm processes inherit
-    them)."""
+    them). MLflow reads its variable when it is imported, which this module's imports already did, so its
+    logger is set here too: otherwise creating a new home's tracking database prints INFO lines."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model version fetched
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 

@@ -21,3 +21,19 @@ def test_logging_versions_prints_nothing_and_records_the_signature(tmp_path, cap
     assert printed.err == "" and printed.out == ""  # no "Successfully registered", no hint, no download bar
     info = registry.client().get_model_version("serm-relevance", "2")
     assert mlflow.models.get_model_info(info.source).signature == SIGNATURE
+
+
+def test_the_command_line_keeps_the_new_tracking_database_quiet(tmp_path):
+    """MLflow reads MLFLOW_LOGGING_LEVEL when it is imported, before the command line sets it: the logger itself
+    must be quieted, or a new home's first registry call prints "Creating initial MLflow database tables"."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import serm_dagster.cli as cli; cli._quiet_libraries(); "
+              "from serm_dagster.registry import Registry; "
+              f"print(Registry.under({str(tmp_path / 'home')!r}).alias_version('champion'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_TRACKING_URI")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None" and "INFO" not in done.stderr and "mlflow" not in done.stderr.lower()
