@@ -16,6 +16,17 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Tiny models gain nothing from threads, and on a busy shared machine extra threads cost a lot."""
+    import torch  # loaded by the model tests that ask for this, not by every test
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch) -> Path:
     """A fresh SERM_HOME (and Dagster instance folder) for one test."""

@@ -17,12 +17,7 @@ DOCS = ["USB-C cable. Two metres, braided",
         "Desk lamp", "a long description that goes on " * 40, "Standing desk. Oak top, electric", "x"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from models.relevance import CONFIG_FILE, RelevanceModel, encoder_layers, expect
 from models.training import TrainingConfig, train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    """Tiny models gain nothing from threads, and on a busy shared machine extra threads cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
 
 from models import progress
@@ -23,12 +22,7 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
