@@ -124,10 +124,35 @@ def build_spark_session(
         settings = {k: v for k, v in settings.items() if not k.startswith(("spark.ui", "spark.driver"))}
     for key, value in settings.items():
         builder = builder.config(key, value)
+    if not master.startswith("sc://"):
+        start_jvm({**settings, "spark.master": master, "spark.app.name": app_name})
     session = builder.getOrCreate()
     if not master.startswith("sc://"):
         session.sparkContext.setLogLevel(log_level)
     return session
+
+
+def spark_log(home: Path | None = None) -> Path:
+    """Where the local Spark JVM's console output goes: ``SERM_HOME/logs/spark.log``."""
+    return (home or SermPaths.from_env().home) / "logs" / "spark.log"
+
+
+def start_jvm(settings: dict[str, str], log_file: Path | None = None) -> None:
+    """Start this process's Spark JVM with ``settings`` and its console (the JDK's start-up warnings, Spark's
+    "Setting default log level" notice, log4j's errors) appended to ``log_file`` (``spark_log()``), so the
+    terminal holds only our lines; Python still gets every Spark error as an exception. Nothing happens when
+    the JVM is up already (its settings hold) or PySpark was handed one (``PYSPARK_GATEWAY_PORT``)."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    log_file = log_file or spark_log()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as console:  # the JVM keeps its own handle
+        gateway = launch_gateway(SparkConf(loadDefaults=False).setAll(list(settings.items())),
+                                 popen_kwargs={"stderr": console})
+    SparkContext._ensure_initialized(gateway=gateway)
 
 
 class SparkResource(Settings):
