@@ -137,7 +137,7 @@ def test_sensor_requests_runs_for_new_landing_files(landed):
     assert not second.run_requests
     write_logs_csv(landed / "landing" / "logs" / "2026-01-03.csv", day_rows("2026-01-03", 2))
     third = landing_sensor(build_sensor_context(instance=instance, resources=resources, cursor=second.cursor))
-    assert [(r.partition_key, r.tags["serm/reason"]) for r in third.run_requests] == [("2026-01-03", "new landing files")]
+    assert [(r.partition_key, r.tags["serm/reason"]) for r in third.run_requests] == [("2026-01-03", "new landing files for 2026-01-03")]
 
 
 @pytest.mark.skipif(not EXPORT.exists(), reason=f"the shared UBI export is not at {EXPORT}")
