@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from dagster import RunRequest, build_schedule_context, instance_for_test
+from test_sensors import register_champion
 from typer.testing import CliRunner
 
 from models.agents.embedded import DEFAULT_AGENTS
@@ -24,7 +25,7 @@ from serm_dagster.panel import (
     panel_path,
     panel_tags,
 )
-from serm_dagster.resources import AnnotatorSettings
+from serm_dagster.resources import AnnotatorSettings, LakehouseResource, MlflowResource
 from serm_dagster.sensors import two_weekly_iteration
 from serm_dagster.settings import SermPaths
 
@@ -186,9 +187,11 @@ def test_a_labelling_run_records_the_panel_and_keeps_its_content(tmp_path):
 def test_the_schedule_tags_its_run_with_the_panel(home, tmp_path, monkeypatch):
     path = write(tmp_path, document())
     monkeypatch.setenv(PANEL_ENV, str(path))
-    with instance_for_test() as instance:
-        request = two_weekly_iteration(build_schedule_context(instance=instance,
-                                                              scheduled_execution_time=datetime.now(timezone.utc)))
+    register_champion(home, "iter000-seed")  # the schedule asks for an iteration only once a champion exists
+    resources = {"lakehouse": LakehouseResource(home=str(home)), "mlflow_resource": MlflowResource()}
+    with instance_for_test() as instance, build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime.now(timezone.utc), resources=resources) as context:
+        request = two_weekly_iteration(context)
     assert isinstance(request, RunRequest) and request.tags["serm/panel"] == str(path.resolve())
 
 
@@ -199,7 +202,7 @@ def captured(home, monkeypatch):
     monkeypatch.delenv(PANEL_ENV, raising=False)
     monkeypatch.setattr(cli, "run_evolution", lambda *args, **kw: calls.update(evolve=(args, kw)))
     monkeypatch.setattr(cli, "compare", lambda *args, **kw: calls.update(compare=(args, kw)))
-    for name in ("materialize_selection", "report", "simulate"):
+    for name in ("run_named", "report", "simulate"):
         monkeypatch.setattr(cli, name, lambda *args, **kw: None)
     return calls
 

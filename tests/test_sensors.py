@@ -73,8 +73,11 @@ def test_schedule_runs_every_two_weeks_unless_a_run_already_did(home):
         now = datetime.now(timezone.utc)
 
         def tick(when):
-            return two_weekly_iteration(build_schedule_context(instance=instance, scheduled_execution_time=when,
-                                                               resources=resources))
+            # closed after each tick: a context left open keeps its resources, and Dagster's current defs-state
+            # storage, pointing at this test's instance after it is gone
+            with build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                        resources=resources) as context:
+                return two_weekly_iteration(context)
 
         skipped = tick(now)
         assert isinstance(skipped, SkipReason) and "no champion" in skipped.skip_message  # nothing to mine with
