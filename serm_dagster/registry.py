@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ MODEL_NAME = "serm-relevance"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+# the environment variables MLflow writes when its URIs are set (see Registry.client)
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,17 @@ class Registry:
         return cls(uri, artifact_root or (None if served else paths.mlartifacts.as_uri()), experiment)
 
     def client(self) -> MlflowClient:
+        # MLflow also writes the URIs into the environment; there MLFLOW_TRACKING_URI is the user's setting that
+        # SermPaths reads for SERM_HOME, so it is put back as it was: a process that opened one data folder's
+        # registry must not send another SERM_HOME's models to it
+        saved = {name: os.environ.get(name) for name in URI_VARIABLES}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
     def experiment_id(self) -> str:

@@ -37,3 +37,18 @@ def test_the_command_line_keeps_the_new_tracking_database_quiet(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "None" and "INFO" not in done.stderr and "mlflow" not in done.stderr.lower()
+
+
+def test_opening_one_folders_registry_does_not_send_another_serm_home_to_it(tmp_path, monkeypatch):
+    """MLflow exports the tracking URI it is given to the environment, where MLFLOW_TRACKING_URI means a user's
+    tracking server for SERM_HOME: after one folder's registry is opened, another SERM_HOME keeps its own."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    first = Registry.under(tmp_path / "first")
+    first.client()
+    monkeypatch.setenv("SERM_HOME", str(tmp_path / "second"))
+    second = Registry.under(tmp_path / "second")
+    assert second.tracking_uri != first.tracking_uri and "second" in second.tracking_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # a user's server stays theirs
+    first.client()
+    assert Registry.under(tmp_path / "second").tracking_uri == "http://127.0.0.1:9"
