@@ -1,9 +1,17 @@
+import socket
 import warnings
 from pathlib import Path
 
 import pytest
 
 warnings.filterwarnings("ignore", message=".*PySpark does not yet fully support.*")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

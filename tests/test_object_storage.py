@@ -2,7 +2,6 @@
 server mode), configured as a user would, with SERM_LAKEHOUSE and the standard AWS_* environment variables."""
 
 import datetime as dt
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +19,14 @@ from serm_dagster.resources import LakehouseResource
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
 from tests.test_ingest_assets import landed  # noqa: F401 (the fixture: two days of logs, catalogue, judgments)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from conftest import free_port
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """moto's S3 server in its own process: some delta-rs calls (history, its file system handler) hold the GIL
     while they wait for the answer, which a server thread in this process could then never send."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"

@@ -1,6 +1,5 @@
 """The Spark resource also speaks Spark Connect: a real local Connect server on loopback."""
 
-import socket
 import subprocess
 import sys
 import textwrap
@@ -9,19 +8,14 @@ from pathlib import Path
 
 import pyspark
 import pytest
+from conftest import free_port
 
 SPARK_HOME = Path(pyspark.__file__).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def connect_url(tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("connect") / "server.log"
     server = subprocess.Popen(
         [str(SPARK_HOME / "bin" / "spark-submit"), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",

@@ -2,7 +2,6 @@
 user would, a version registered through the project's Registry and read back through the lookups the command
 line, the comparison and the sensors use; nothing written to the SQLite file under SERM_HOME."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -20,20 +19,15 @@ from serm_dagster.resources import MlflowResource
 from serm_dagster.sensors import new_labels_reason
 from serm_dagster.settings import SermPaths
 from serm_dagster.storage import DeltaStore
+from conftest import free_port
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                                "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
                                "--artifacts-destination", str(root / "artifacts")],
