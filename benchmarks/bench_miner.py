@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-RESULTS_PER_QUERY = 10
+from common import simulate_window, use_home
 
 
 def main() -> None:
@@ -38,9 +37,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary SERM_HOME")
     args = parser.parse_args()
 
-    home = args.home or Path(tempfile.mkdtemp(prefix="serm-bench-miner-"))
-    os.environ["SERM_HOME"] = str(home)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
+    home = use_home(args.home, prefix="serm-bench-miner-")
     from assets.mining import iteration_window, mine_window
     from models.inference import Scorer
     from serm_dagster.registry import CHAMPION, Registry
@@ -92,14 +89,9 @@ def prepare(home: Path, paths, args, figures: list):
     from serm_dagster.definitions import default_resources
     from serm_dagster.runner import ingest_landing, materialize_assets
     from serm_dagster.resources import LakehouseResource, ModelSettings
-    from serm_dagster.simulator import SimulationConfig, simulate
 
-    days = args.seed_days + args.window_days
-    queries_per_day = -(-args.window_rows // (args.window_days * RESULTS_PER_QUERY))
     started = time.perf_counter()
-    simulate(home, SimulationConfig(days=days, queries_per_day=queries_per_day, seed=11, seed_days=args.seed_days,
-                                    evolving_window_days=args.window_days, seed_judgments=args.seed_judgments,
-                                    test_judgments=300, results_per_query=RESULTS_PER_QUERY))
+    simulate_window(home, args.window_rows, args.window_days, args.seed_days, args.seed_judgments)
     figures.append(("simulate", time.perf_counter() - started, None))
     print(f"simulated in {figures[-1][1]:.0f}s", flush=True)
 

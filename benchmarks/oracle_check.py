@@ -12,7 +12,9 @@ Needs a simulated home whose seed model is trained (``make demo`` or ``serm evol
     SERM_HOME=.serm .venv/bin/python benchmarks/oracle_check.py [--pairs 650] [--mined] [--control]
 
 ``--mined``: true labels on the pairs each iteration mined (``gold/mined_samples``) instead of random
-pairs of the window; ``--control``: also retrain on the seed set alone, to see what more training gives;
+pairs of the window: every mined pair, whenever it was first shown and whether or not a test set judges it,
+since that is what perfect annotators would give SERM (on a replay of a small judged set such as ESCI's most
+mined pairs belong to test queries; random pairs leave the test pairs out); ``--control``: also retrain on the seed set alone, to see what more training gives;
 ``--set FIELD=VALUE`` (repeatable): another retraining recipe, e.g. ``--set retrain_frozen_layers=0``.
 """
 
@@ -89,7 +91,7 @@ def main() -> None:
     tests = test_pairs(spark, store, TestWindows(settings.evolving_days))
     held_out = set(map(tuple, tests[KEY].to_numpy()))
     truth = truth_pairs(spark, paths, store)
-    truth = truth[[tuple(k) not in held_out for k in truth[KEY].to_numpy()]]
+    unjudged = truth[[tuple(k) not in held_out for k in truth[KEY].to_numpy()]]
     training_sets = store.read_arrow(table_name(TRAINING_SETS)).to_pandas()
     seed_set = training_sets[training_sets["source"] == "seed"].drop_duplicates(KEY)[[*KEY, "doc_text", "label"]]
     windows = plan_windows(landing_days(paths), args.iterations, args.window_days).windows
@@ -112,10 +114,12 @@ def main() -> None:
         added = []
         for number, days in enumerate(windows, start=1):
             if arm == "true labels":
-                window = truth[truth["day"].isin(days)]
                 if mined is not None:
-                    picked = mined.loc[mined["iteration"] == number, KEY].merge(window, on=KEY)
+                    picked = mined.loc[mined["iteration"] == number, KEY].merge(truth.drop_duplicates(KEY), on=KEY)
+                    judged = sum(tuple(k) in held_out for k in picked[KEY].to_numpy())
+                    print(f"window {number}: {len(picked)} mined pairs with a true label, {judged} of them test pairs")
                 else:
+                    window = unjudged[unjudged["day"].isin(days)]
                     picked = window.sample(min(args.pairs, len(window)), random_state=number)
                 added.append(picked[[*KEY, "doc_text", "label"]])
             started = time.perf_counter()

@@ -68,6 +68,30 @@ def _cached_snapshot(repo_id: str) -> str | None:
     return str(snapshot) if any((snapshot / name).exists() for name in _WEIGHT_FILES) else None
 
 
+def truncated_backbone(folder: str | Path, layers: int, backbone: str | None = None) -> str:
+    """Write the bottom ``layers`` encoder layers of ``backbone`` (the packaged MiniLM by default), with its
+    pretrained embeddings and tokenizer, into ``folder``: a smaller encoder that still knows words.
+
+    A BERT-style encoder keeps its layers in ``encoder.layer``; the kept ones are the pretrained weights as
+    they are, and the config says how many there are, so ``from_pretrained`` loads the folder like any other.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_backbone(backbone)
+    encoder = AutoModel.from_pretrained(source)
+    stack = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if stack is None:
+        raise ValueError(f"backbone {backbone or DEFAULT_BACKBONE!r} has no encoder.layer stack to truncate")
+    if not 1 <= layers <= len(stack):
+        raise ValueError(f"layers must be within 1..{len(stack)} for {backbone or DEFAULT_BACKBONE!r}, not {layers}")
+    encoder.encoder.layer = stack[:layers]
+    encoder.config.num_hidden_layers = layers
+    folder = Path(folder)
+    encoder.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return str(folder)
+
+
 def tiny_backbone(folder: str | Path, seed: int = 0) -> str:
     """Write a tiny randomly initialised BERT with the packaged MiniLM tokenizer into ``folder``.
 

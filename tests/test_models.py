@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models.backbone import BackboneNotAvailable, packaged_minilm, resolve_backbone, tiny_backbone
+from models.backbone import BackboneNotAvailable, packaged_minilm, resolve_backbone, tiny_backbone, truncated_backbone
 from models.inference import Scorer, autocast_dtype, disagreement, entropy, native_cpu_bf16, pick_device
 from models.metrics import accuracy, evaluate, family_of, ndcg_at_k
 from models.mixing import COLUMNS, MixWeights, mix_training_set
@@ -57,6 +57,23 @@ def test_tiny_backbone_is_tiny_and_seeded(tmp_path):
     second, _ = RelevanceModel.from_backbone(tiny_backbone(tmp_path / "b"))
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_truncated_backbone_keeps_the_bottom_layers_as_pretrained(tmp_path):
+    from transformers import AutoModel
+
+    full = AutoModel.from_pretrained(packaged_minilm())
+    small = AutoModel.from_pretrained(truncated_backbone(tmp_path / "two", 2))
+    assert (small.config.num_hidden_layers, len(small.encoder.layer)) == (2, 2)
+    kept = small.state_dict()
+    for name, weight in full.state_dict().items():
+        if name.startswith("encoder.layer.") and int(name.split(".")[2]) >= 2:
+            assert name not in kept
+        else:
+            assert torch.equal(kept[name], weight), name
+    assert RelevanceModel.from_backbone(str(tmp_path / "two"))[1].vocab_size == full.config.vocab_size
+    with pytest.raises(ValueError, match="layers must be within 1..6"):
+        truncated_backbone(tmp_path / "seven", 7)
 
 
 def test_backbone_resolution(tmp_path):
