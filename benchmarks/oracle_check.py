@@ -14,7 +14,9 @@ Needs a simulated home whose seed model is trained (``make demo`` or ``serm evol
 ``--mined``: true labels on the pairs each iteration mined (``gold/mined_samples``) instead of random
 pairs of the window: every mined pair, whenever it was first shown and whether or not a test set judges it,
 since that is what perfect annotators would give SERM (on a replay of a small judged set such as ESCI's most
-mined pairs belong to test queries; random pairs leave the test pairs out); ``--control``: also retrain on the seed set alone, to see what more training gives;
+mined pairs belong to test queries), and again with only the mined pairs no test set judges (what perfect
+labels teach beyond the judged queries); random pairs leave every test pair out. ``--control``: also
+retrain on the seed set alone, to see what more training gives;
 ``--set FIELD=VALUE`` (repeatable): another retraining recipe, e.g. ``--set retrain_frozen_layers=0``.
 """
 
@@ -69,6 +71,21 @@ def truth_pairs(spark, paths: SermPaths, store: DeltaStore) -> pd.DataFrame:
     return labelled_pairs(truth, documents).withColumn("day", F.to_date("ts").cast("string")).toPandas()
 
 
+def true_labels(mined, number: int, days: list, truth, unjudged, held_out: set, arm: str, pairs: int) -> pd.DataFrame:
+    """Window ``number``'s true-labelled pairs: the mined ones (every one, or ``arm`` "... off the test sets": those
+    no test set judges), or ``pairs`` random ones of the window that no test set judges."""
+    if mined is None:
+        window = unjudged[unjudged["day"].isin(days)]
+        return window.sample(min(pairs, len(window)), random_state=number)[[*KEY, "doc_text", "label"]]
+    picked = mined.loc[mined["iteration"] == number, KEY].merge(truth.drop_duplicates(KEY), on=KEY)
+    tested = [tuple(k) in held_out for k in picked[KEY].to_numpy()]
+    if arm.endswith("off the test sets"):
+        picked = picked[[not t for t in tested]]
+    else:
+        print(f"window {number}: {len(picked)} mined pairs with a true label, {sum(tested)} of them test pairs")
+    return picked[[*KEY, "doc_text", "label"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=650, help="true-labelled pairs added per window")
@@ -108,20 +125,14 @@ def main() -> None:
                          tests[tests["test_set"] == "evolving"], manifest).to_string())
 
     config = settings.training_config(progress=False, warm_start=True)
-    arms = ["true labels"] + (["seed set alone"] if args.control else [])
+    arms = ["true labels"] + (["true labels off the test sets"] if mined is not None else []) + \
+        (["seed set alone"] if args.control else [])
     for arm in arms:
         model, tokenizer = RelevanceModel.load(registry.model_dir(seed_version))
         added = []
         for number, days in enumerate(windows, start=1):
-            if arm == "true labels":
-                if mined is not None:
-                    picked = mined.loc[mined["iteration"] == number, KEY].merge(truth.drop_duplicates(KEY), on=KEY)
-                    judged = sum(tuple(k) in held_out for k in picked[KEY].to_numpy())
-                    print(f"window {number}: {len(picked)} mined pairs with a true label, {judged} of them test pairs")
-                else:
-                    window = unjudged[unjudged["day"].isin(days)]
-                    picked = window.sample(min(args.pairs, len(window)), random_state=number)
-                added.append(picked[[*KEY, "doc_text", "label"]])
+            if arm.startswith("true labels"):
+                added.append(true_labels(mined, number, days, truth, unjudged, held_out, arm, args.pairs))
             started = time.perf_counter()
             train(model, tokenizer, pd.concat([seed_set, *added], ignore_index=True), config)
             print(f"{arm}, window {number} ({days[0]}..{days[-1]}, {sum(map(len, added))} labels): "

@@ -12,7 +12,8 @@ class RelevancePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from models.inference import Scorer
 
-        self.scorer = Scorer.from_folder(context.artifacts["model_dir"], device="auto")
+        # a model server answers many small requests: no progress line per request on its terminal
+        self.scorer = Scorer.from_folder(context.artifacts["model_dir"], device="auto", progress=False)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         probs = self.scorer.predict_proba(model_input["query"].tolist(), model_input["doc_text"].tolist())
