@@ -1,6 +1,6 @@
 """Ingestion: landing files -> validated bronze rows (+ quarantine), per day.
 
-``collect_*`` read and validate landing files (Python, row-level); ``split_duplicates`` and
+``collect_*`` read landing files (Python, row by row) and validate them (pandas, column-wise); ``split_duplicates`` and
 ``to_bronze`` are Spark. Rows in = rows kept + rows quarantined, for every batch. ``limits`` (a
 ``LandingLimits``) bound what one landing record may hold; the defaults are the dataclass's.
 """

@@ -1,4 +1,4 @@
-"""The input contract and the lakehouse tables' schemas (pandera), and row-level validation.
+"""The input contract and the lakehouse tables' schemas (pandera), and validation of landing records.
 
 ``validate_records`` types the raw text records of a landing file and checks them against the
 contract; it returns the rows kept and the rows rejected, each rejected row with its reason.
@@ -154,76 +154,133 @@ QUARANTINE = DataFrameSchema(
 )
 
 
+def _is_text(values: pd.Series) -> np.ndarray:
+    """Which values are Python strings (raw text); None, NaN and any other type are not."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.notna().to_numpy(dtype=bool)
+    return np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+
+
+BOOL_WORDS = dict.fromkeys(TRUE_WORDS, True) | dict.fromkeys(FALSE_WORDS, False)
+
+
+def _lengths(text: pd.Series) -> np.ndarray:
+    return np.fromiter(map(len, text), dtype=np.int64, count=len(text))
+
+
+def _holding(text: pd.Series, pattern: re.Pattern) -> np.ndarray:
+    """Which values of ``text`` (all str) hold a character ``pattern`` (a character class) matches:
+    one regex scan of all values joined, each match placed in its value by its position."""
+    flagged = np.zeros(len(text), dtype=bool)
+    joined = "".join(text)
+    if pattern.search(joined) is None:
+        return flagged
+    ends = np.cumsum(_lengths(text))
+    found = [m.start() for m in pattern.finditer(joined)]
+    flagged[np.searchsorted(ends, found, side="right")] = True
+    return flagged
+
+
+def _nones(index: pd.Index) -> pd.Series:
+    return pd.Series(np.full(len(index), None, dtype=object), index=index)
+
+
+def _value_errors(bad: pd.Series, shown: pd.Series, problem: str) -> pd.Series:
+    """``value '<shown, cut to 60>' <problem>`` where ``bad``, else None; built for the bad rows only."""
+    errors = _nones(bad.index)
+    if bad.any():
+        errors[bad] = [f"value {str(v)[:60]!r} {problem}" for v in shown[bad]]
+    return errors
+
+
+def _parse_json(value: str | None) -> tuple[str | None, str | None]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "{}", None
+    try:
+        obj = json.loads(value)
+    except ValueError as exc:
+        return None, f"value {value[:60]!r} is not JSON ({exc.msg})"
+    if not isinstance(obj, dict):
+        return None, f"value {value[:60]!r} is a JSON {type(obj).__name__}, not an object"
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False), None
+
+
 def _coerce_column(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
     """Type one text column; returns (typed values, error text or None per row)."""
     present = values.notna()
     text = values.where(present, None)
     if kind == "str":
-        stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
-        typed = stripped.where(stripped.map(lambda v: v is not None and v != ""), None).astype(object)
-        return typed, pd.Series(None, index=values.index, dtype=object)
+        typed = text.astype(object)
+        strings = typed[_is_text(typed)]
+        typed[strings.index] = strings.str.strip()
+        typed = typed.infer_objects().astype(object)  # values that are all numbers (no text) read as floats
+        return typed.where(typed != "", None), pd.Series(None, index=values.index, dtype=object)
     if kind in ("int", "float"):
         numbers = pd.to_numeric(text, errors="coerce")
         bad = present & numbers.isna()
         if kind == "int":
             bad |= present & numbers.notna() & (numbers != np.floor(numbers.fillna(0)))
-        message = "an integer" if kind == "int" else "a number"
-        errors = pd.Series(np.where(bad, "value " + text.astype(str).str.slice(0, 60).map(repr) + f" is not {message}", None),
-                           index=values.index, dtype=object)
+        errors = _value_errors(bad, text, "is not an integer" if kind == "int" else "is not a number")
         typed = numbers.where(~bad)
         return (typed.astype("Int64") if kind == "int" else typed.astype("float64")), errors
     if kind == "bool":
-        lowered = text.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
-        typed = lowered.map(lambda v: True if v in TRUE_WORDS else False if v in FALSE_WORDS else None)
+        typed = text.map(BOOL_WORDS).astype(object)
+        other = text[present & typed.isna()]  # not a word as it stands: stripped and lowered, then looked up
+        typed[other.index] = [BOOL_WORDS.get(v.strip().lower()) if isinstance(v, str) else None for v in other]
         bad = present & typed.isna()
-        errors = pd.Series(np.where(bad, "value " + text.astype(str).str.slice(0, 60).map(repr) + " is not a boolean (true/false/1/0/yes/no)", None),
-                           index=values.index, dtype=object)
+        errors = _value_errors(bad, text, "is not a boolean (true/false/1/0/yes/no)")
         return typed.astype("boolean"), errors
     if kind == "ts":
-        typed, errors = parse_timestamps(text)
-        return typed, errors
-    if kind == "json":
-        def parse(v):
-            if v is None or (isinstance(v, str) and not v.strip()):
-                return "{}", None
-            try:
-                obj = json.loads(v)
-            except ValueError as exc:
-                return None, f"value {v[:60]!r} is not JSON ({exc.msg})"
-            if not isinstance(obj, dict):
-                return None, f"value {v[:60]!r} is a JSON {type(obj).__name__}, not an object"
-            return json.dumps(obj, sort_keys=True, ensure_ascii=False), None
-        parsed = [parse(v) for v in text]
-        typed = pd.Series([p[0] for p in parsed], index=values.index, dtype=object)
-        errors = pd.Series([p[1] for p in parsed], index=values.index, dtype=object)
-        return typed, errors
+        return parse_timestamps(text)
+    if kind == "json":  # free-form JSON objects (catalogue attributes): parsed one by one
+        parsed = [_parse_json(v) for v in text]
+        return (pd.Series([p[0] for p in parsed], index=values.index, dtype=object),
+                pd.Series([p[1] for p in parsed], index=values.index, dtype=object))
     raise ValueError(f"unknown column kind {kind!r}")
+
+
+# ISO timestamps of these two shapes are read by pandas in one pass per shape (apart: mixed, pandas
+# gives a naive value the offset of an aware one before it), and kept where their UTC instant lies in
+# _FAST_ISO_BOUNDS; any other value (another shape, unreadable, or within a day or two of the years
+# 1678-2261 that ``_parse_iso`` checks in local time) goes through ``_parse_iso``, one at a time.
+ISO_NAIVE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,9})?)?)?"
+ISO_AWARE = ISO_NAIVE + r"(?:Z|[+-][0-9]{2}:?[0-9]{2})"
+_FAST_ISO_BOUNDS = (pd.Timestamp("1678-01-03", tz="UTC"), pd.Timestamp("2261-12-29", tz="UTC"))
+
+
+def _fullmatch(text: pd.Series, pattern: str) -> pd.Series:
+    return text.str.fullmatch(pattern).fillna(False).astype(bool)
 
 
 def parse_timestamps(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     """ISO-8601 (naive means UTC) or epoch milliseconds, to UTC timestamps; errors per row."""
     present = text.notna()
     as_str = text.astype("string").str.strip()
-    numeric = as_str.str.fullmatch(r"-?\d+(\.\d+)?").fillna(False).astype(bool)
+    numeric = _fullmatch(as_str, r"-?\d+(\.\d+)?")
     typed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
-    out_of_range = pd.Series(False, index=text.index)
+    out_of_range = np.zeros(len(text), dtype=bool)
     if numeric.any():
-        millis = pd.to_numeric(as_str[numeric], errors="coerce")
-        in_bounds = millis.abs() < 9.2e15  # what nanosecond timestamps can hold (years 1677-2262)
-        typed[numeric] = pd.to_datetime(millis.where(in_bounds), unit="ms", utc=True, errors="coerce")
-        out_of_range[numeric] = ~in_bounds
+        millis = pd.to_numeric(as_str[numeric], errors="coerce").astype("float64")  # NaN: digits pandas cannot read
+        too_far = millis.abs() >= 9.2e15  # beyond what nanosecond timestamps can hold (years 1677-2262)
+        typed[numeric] = pd.to_datetime(millis.where(~too_far), unit="ms", utc=True, errors="coerce")
+        out_of_range[numeric.to_numpy()] = too_far.to_numpy()
     iso = present & ~numeric
     if iso.any():
-        parsed = [_parse_iso(v) for v in as_str[iso]]
-        typed[iso] = pd.Series([p if p is not OUT_OF_RANGE else pd.NaT for p in parsed],
-                               index=as_str[iso].index, dtype="datetime64[ns, UTC]")
-        out_of_range[iso] = [p is OUT_OF_RANGE for p in parsed]
+        for shape in (ISO_NAIVE, ISO_AWARE):
+            group = iso & _fullmatch(as_str, shape)
+            if group.any():
+                fast = pd.to_datetime(as_str[group].astype(object), utc=True, errors="coerce", format="ISO8601")
+                typed[group] = fast.where(fast.between(*_FAST_ISO_BOUNDS))
+        slow = iso & typed.isna()
+        if slow.any():
+            parsed = [_parse_iso(v) for v in as_str[slow]]
+            typed[slow] = pd.Series([p if p is not OUT_OF_RANGE else pd.NaT for p in parsed],
+                                    index=as_str[slow].index, dtype="datetime64[ns, UTC]")
+            out_of_range[slow.to_numpy()] = [p is OUT_OF_RANGE for p in parsed]
     bad = present & typed.isna()
-    shown = "value " + as_str.astype(str).str.slice(0, 60).map(repr)
-    errors = pd.Series(np.where(bad & out_of_range, shown + " is outside the years 1677-2262",
-                                np.where(bad, shown + " is not an ISO-8601 timestamp or epoch milliseconds", None)),
-                       index=text.index, dtype=object)
-    return typed, errors
+    far = bad & out_of_range
+    errors = _value_errors(bad & ~far, as_str, "is not an ISO-8601 timestamp or epoch milliseconds")
+    return typed, errors.mask(far, _value_errors(far, as_str, "is outside the years 1677-2262"))
 
 
 OUT_OF_RANGE = object()
@@ -264,7 +321,11 @@ def text_errors(values: pd.Series, column: str, limits: LandingLimits) -> pd.Ser
     """Per raw value: why it breaks its column's text rule (``TEXT_KINDS``), or None."""
     kind = TEXT_KINDS.get(column, "id")
     limit, pattern = limits.max_chars(kind), CONTROL_IN_TEXT if kind == "text" else CONTROL
-    return values.map(lambda v: _text_error(v, limit, pattern) if isinstance(v, str) else None).astype(object)
+    errors = _nones(values.index)
+    text = values[_is_text(values)]
+    suspect = (_lengths(text) > limit) | _holding(text, pattern)
+    errors[text.index[suspect]] = [_text_error(v, limit, pattern) for v in text[suspect]]
+    return errors
 
 
 def stored_record(values: dict, limit: int) -> str:
@@ -284,21 +345,21 @@ def validate_records(raw: pd.DataFrame, contract: Contract, limits: LandingLimit
     cut to ``limits.max_quarantine_value_chars``).
     """
     raw = raw.reset_index(drop=True)
-    reasons: list[list[str]] = [[] for _ in range(len(raw))]
-    failed_columns: list[set[str]] = [set() for _ in range(len(raw))]
-    if PARSE_ERROR in raw:
-        for i, message in enumerate(raw[PARSE_ERROR]):
-            if isinstance(message, str):
-                reasons[i].append(message)
+    reasons: dict[int, list[str]] = {}  # by row position, only for rows with a problem
+    failed_columns: dict[int, set[str]] = {}
+
+    def fail(i: int, column: str, reason: str) -> None:
+        reasons.setdefault(i, []).append(f"column '{column}': {reason}")
+        failed_columns.setdefault(i, set()).add(column)
 
     typed = pd.DataFrame(index=raw.index)
     for column, kind in contract.kinds.items():
         values = raw[column] if column in raw else pd.Series(None, index=raw.index, dtype=object)
         bad_text = text_errors(values, column, limits)
         typed[column], errors = _coerce_column(values.where(bad_text.isna(), None), kind)
-        for i in np.flatnonzero((bad_text.notna() | errors.notna()).to_numpy()):
-            reasons[i].append(f"column '{column}': {bad_text.iat[i] or errors.iat[i]}")
-            failed_columns[i].add(column)
+        problems = bad_text.where(bad_text.notna(), errors)
+        for i in np.flatnonzero(problems.notna().to_numpy()):
+            fail(int(i), column, problems.iat[i])
 
     try:
         contract.schema.validate(typed, lazy=True)
@@ -309,22 +370,19 @@ def validate_records(raw: pd.DataFrame, contract: Contract, limits: LandingLimit
         if len(table_cases):  # coercion above fixes every dtype, so this is a bug, not bad data
             raise RuntimeError(f"{contract.name}: schema-level failures after coercion:\n{table_cases}")
         for _, case in row_cases.iterrows():
-            i = int(case["index"])
-            check = str(case["check"])
-            if case["column"] in failed_columns[i]:
+            i, column, check = int(case["index"]), str(case["column"]), str(case["check"])
+            if column in failed_columns.get(i, ()):
                 continue  # already reported as unparseable
-            value = case["failure_case"]
-            if check == "not_nullable":
-                reasons[i].append(f"column '{case['column']}': value is missing")
-            else:
-                reasons[i].append(f"column '{case['column']}': value {str(value)[:60]!r} fails {check}")
-            failed_columns[i].add(str(case["column"]))
+            fail(i, column, "value is missing" if check == "not_nullable"
+                 else f"value {str(case['failure_case'])[:60]!r} fails {check}")
 
     if PARSE_ERROR in raw:  # an unparseable record has no columns to complain about
-        for i, message in enumerate(raw[PARSE_ERROR]):
-            if isinstance(message, str):
-                reasons[i], failed_columns[i] = [message], set()
-    rejected_mask = np.array([bool(r) for r in reasons], dtype=bool)
+        unparsed = _is_text(raw[PARSE_ERROR])
+        for i, message in zip(np.flatnonzero(unparsed), raw[PARSE_ERROR][unparsed]):
+            reasons[int(i)], failed_columns[int(i)] = [message], set()
+    rejected_at = np.array(sorted(reasons), dtype=np.int64)
+    rejected_mask = np.zeros(len(raw), dtype=bool)
+    rejected_mask[rejected_at] = True
     kept = typed[~rejected_mask].copy()
     for column, kind in contract.kinds.items():
         if kind == "int":
@@ -340,8 +398,8 @@ def validate_records(raw: pd.DataFrame, contract: Contract, limits: LandingLimit
         {
             "source_file": rejected_rows[SOURCE_FILE].astype(str),
             "source_row": rejected_rows[SOURCE_ROW].astype("int64"),
-            "columns": [", ".join(sorted(failed_columns[i])) or None for i in np.flatnonzero(rejected_mask)],
-            "reason": ["; ".join(reasons[i]) for i in np.flatnonzero(rejected_mask)],
+            "columns": [", ".join(sorted(failed_columns[i])) or None for i in rejected_at],
+            "reason": ["; ".join(reasons[i]) for i in rejected_at],
             "record": [stored_record({c: rejected_rows.at[i, c] for c in raw_columns}, limits.max_quarantine_value_chars)
                        for i in rejected_rows.index],
         }
