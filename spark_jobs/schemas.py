@@ -217,7 +217,7 @@ def _coerce_column(values: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
         return typed.where(typed != "", None), pd.Series(None, index=values.index, dtype=object)
     if kind in ("int", "float"):
         numbers = pd.to_numeric(text, errors="coerce")
-        bad = present & numbers.isna()
+        bad = present & ~np.isfinite(numbers.astype("float64"))  # unreadable, or "inf" / "1e400": no count or duration
         if kind == "int":
             bad |= present & numbers.notna() & (numbers != np.floor(numbers.fillna(0)))
         errors = _value_errors(bad, text, "is not an integer" if kind == "int" else "is not a number")
@@ -287,6 +287,8 @@ OUT_OF_RANGE = object()
 
 
 def _parse_iso(value: str):
+    if not value[:1].isdigit():  # pandas also reads "now", "today" and "Jan 5 2024": not ISO-8601, and "now" moves
+        return pd.NaT
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError):
