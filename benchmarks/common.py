@@ -20,10 +20,10 @@ def use_home(home: Path | None, prefix: str) -> Path:
     home = (home or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
     os.environ["SERM_HOME"] = str(home)
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
-    from serm_dagster.cli import _quiet_libraries
+    from serm_dagster.cli import quiet_libraries
     from serm_dagster.settings import SermPaths
 
-    _quiet_libraries()  # MLflow's INFO lines and Hugging Face's progress bars, as the command line quiets them
+    quiet_libraries()  # MLflow's INFO lines and Hugging Face's progress bars, as the command line quiets them
     SermPaths.from_env(home).ensure()  # the Dagster instance's folder and its dagster.yaml
     return home
 

@@ -39,7 +39,7 @@ app = typer.Typer(help="SERM Lakehouse: a self-evolving relevance model on Dagst
 
 
 @app.callback()
-def _quiet_libraries():
+def quiet_libraries():
     """Progress lines are ours: MLflow's INFO logging and artifact download bars, and Hugging Face's
     weight-loading bars stay out of them (environment variables, so the comparison's arm processes inherit
     them). MLflow reads its variable when it is imported, which this module's imports already did, so its

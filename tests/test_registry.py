@@ -30,7 +30,7 @@ def test_the_command_line_keeps_the_new_tracking_database_quiet(tmp_path):
     import subprocess
     import sys
 
-    script = ("import serm_dagster.cli as cli; cli._quiet_libraries(); "
+    script = ("import serm_dagster.cli as cli; cli.quiet_libraries(); "
               "from serm_dagster.registry import Registry; "
               f"print(Registry.under({str(tmp_path / 'home')!r}).alias_version('champion'))")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_TRACKING_URI")}
