@@ -20,13 +20,8 @@ from serm_dagster.resources import LakehouseResource, SparkResource
 from serm_dagster.tables import table_name, write_asset_table
 from spark_jobs.impressions import build_impressions
 from spark_jobs.ingest import (
-    CATALOG_TYPES,
-    GLOSSARY_TYPES,
-    JUDGMENT_TYPES,
-    QUERY_LOG_TYPES,
-    UBI_EVENT_TYPES,
     Batch,
-    bronze_frames,
+    bronze_tables,
     collect_catalog,
     collect_glossary,
     collect_judgments,
@@ -72,7 +67,8 @@ landing_assets = [
 
 
 def _spec(key: AssetKey, description: str, deps: list[AssetKey], code_version: str = "1") -> AssetSpec:
-    return AssetSpec(key, description=description, deps=deps, group_name=GROUP, kinds={"spark", "delta"},
+    # validated on the driver (pandas, Arrow) and written with delta-rs: see spark_jobs.ingest
+    return AssetSpec(key, description=description, deps=deps, group_name=GROUP, kinds={"pandas", "delta"},
                      owners=OWNERS, code_version=code_version)
 
 
@@ -101,21 +97,20 @@ def _conservation(key: AssetKey, batch: Batch, kept: int, quarantined: int) -> A
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
 )
-def ingest_query_logs(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
+def ingest_query_logs(context: AssetExecutionContext, lakehouse: LakehouseResource):
     """Ingest the days of the run (one day, or a range in one run): each day's partition is replaced."""
     days = list(context.partition_keys)
     paths, store = lakehouse.paths, lakehouse.store
     limits = lakehouse.landing_limits()
     index = landing_index(paths.landing, paths.state / "landing_index.json", limits)
     logs, events = collect_query_logs(index, days, limits=limits)
-    session = spark.get_session()
     replace = {"date": days}
     results = {}
-    for (bronze, quarantine, batch, types, keys, what) in (
-        (BRONZE_QUERY_LOGS, QUARANTINE_QUERY_LOGS, logs, QUERY_LOG_TYPES, ["request_id", "doc_id"], "impression"),
-        (BRONZE_UBI_EVENTS, QUARANTINE_UBI_EVENTS, events, UBI_EVENT_TYPES, [], "UBI document"),
+    for (bronze, quarantine, batch, keys, what) in (
+        (BRONZE_QUERY_LOGS, QUARANTINE_QUERY_LOGS, logs, ["request_id", "doc_id"], "impression"),
+        (BRONZE_UBI_EVENTS, QUARANTINE_UBI_EVENTS, events, [], "UBI document"),
     ):
-        kept, rejected = bronze_frames(session, batch, types, keys, what)
+        kept, rejected = bronze_tables(batch, keys, what, limits)
         files = {"landing_files": len(logs.files), "rows_in": batch.rows_in}
         results[bronze] = write_asset_table(context, store, bronze, kept, partition_by=["date"], replace=replace,
                                             metadata=files)
@@ -127,7 +122,7 @@ def ingest_query_logs(context: AssetExecutionContext, spark: SparkResource, lake
                             results[quarantine].metadata["rows_written"])
 
 
-def _reference_asset(name: str, bronze: AssetKey, quarantine: AssetKey, landing: AssetKey, collect, types,
+def _reference_asset(name: str, bronze: AssetKey, quarantine: AssetKey, landing: AssetKey, collect,
                      keys: list[str], what: str, description: str):
     @multi_asset(
         name=name,
@@ -137,9 +132,10 @@ def _reference_asset(name: str, bronze: AssetKey, quarantine: AssetKey, landing:
         check_specs=[AssetCheckSpec("rows_conserved", asset=bronze,
                                     description="rows in = rows kept + rows quarantined")],
     )
-    def _ingest(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
-        batch = collect(getattr(lakehouse.paths, f"landing_{landing.path[-1]}"), lakehouse.landing_limits())
-        kept, rejected = bronze_frames(spark.get_session(), batch, types, keys, what)
+    def _ingest(context: AssetExecutionContext, lakehouse: LakehouseResource):
+        limits = lakehouse.landing_limits()
+        batch = collect(getattr(lakehouse.paths, f"landing_{landing.path[-1]}"), limits)
+        kept, rejected = bronze_tables(batch, keys, what, limits)
         meta = {"landing_files": len(batch.files), "rows_in": batch.rows_in}
         kept_result = write_asset_table(context, lakehouse.store, bronze, kept, metadata=meta)
         rejected_result = write_asset_table(context, lakehouse.store, quarantine, rejected, metadata=meta)
@@ -152,15 +148,15 @@ def _reference_asset(name: str, bronze: AssetKey, quarantine: AssetKey, landing:
 
 
 ingest_catalog = _reference_asset(
-    "ingest_catalog", BRONZE_CATALOG, QUARANTINE_CATALOG, LANDING_CATALOG, collect_catalog, CATALOG_TYPES,
+    "ingest_catalog", BRONZE_CATALOG, QUARANTINE_CATALOG, LANDING_CATALOG, collect_catalog,
     ["doc_id"], "document", "The catalogue: one row per document, attributes as a JSON object.")
 ingest_judgments = _reference_asset(
     "ingest_judgments", BRONZE_JUDGMENTS, QUARANTINE_JUDGMENTS, LANDING_JUDGMENTS, collect_judgments,
-    JUDGMENT_TYPES, ["split", "query", "language", "doc_id"], "judgment",
+    ["split", "query", "language", "doc_id"], "judgment",
     "Judged query-document pairs: the seed (SFT) set and the test sets, labels 0-3.")
 
 ingest_glossary = _reference_asset(
-    "ingest_glossary", BRONZE_GLOSSARY, QUARANTINE_GLOSSARY, LANDING_KNOWLEDGE, collect_glossary, GLOSSARY_TYPES,
+    "ingest_glossary", BRONZE_GLOSSARY, QUARANTINE_GLOSSARY, LANDING_KNOWLEDGE, collect_glossary,
     ["term", "language", "concept"], "glossary entry",
     "The glossary: which concept (category, brand, attribute value) each term names, and since when it is known.")
 

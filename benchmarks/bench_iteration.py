@@ -21,7 +21,9 @@ start-up, the landing scan); beside them the ingest anchor: DuckDB reading the w
 as the simulator writes them) and validating them with ingest's rules (nulls, blanks, language, position >= 1,
 dwell >= 0, timestamps between 2000-01-01 and tomorrow, duplicate (request_id, doc_id) keys), with its kept rows
 against ingest's. Last, every stage's seconds at each size and the scaling exponent log(t2/t1) / log(n2/n1)
-between consecutive sizes (1 = linear). The bare Spark floor is not measured: bench_miner.py has none.
+between consecutive sizes (1 = linear). Before each iteration, in the same JVM (as warm as ingest finds it), the bare
+Spark floor: Spark reading the window's files, aggregating them per pair and day and writing Parquet; ingest's two
+steps are given as a multiple of it.
 
 The sizes run in one process, smallest first, sharing one Spark JVM and one Dagster instance (under ``--home``):
 a JVM's heap seldom shrinks, so its RSS at a size is at least what the size before left. Each size needs a new
@@ -61,6 +63,7 @@ STAGES = {
     "record": ("gold__iterations",),
 }
 ANCHOR, WALL, OUTSIDE = "DuckDB anchor (read + validate)", "iteration (wall)", "outside steps"
+FLOOR, INGEST = "bare Spark floor", ("ingest: bronze", "ingest: silver impressions")
 
 
 class MemorySampler(threading.Thread):
@@ -153,6 +156,23 @@ def duckdb_anchor(files: list[str]) -> dict:
     return dict(zip(("rows", "kept", "invalid", "duplicate"), counts), seconds=time.perf_counter() - started)
 
 
+def spark_floor(files: list[str], folder: Path) -> float:
+    """Seconds for Spark to read the window's landing files, aggregate them per pair and day (impressions, clicks,
+    mean position, as silver does) and write Parquet: what ingest cannot beat, in the same JVM."""
+    from pyspark.sql import functions as F
+
+    from serm_dagster.resources import SparkResource
+
+    started = time.perf_counter()
+    logs = SparkResource().get_session().read.parquet(*files)
+    ts = F.timestamp_millis("ts") if dict(logs.dtypes)["ts"] in ("bigint", "int") else F.to_timestamp("ts")
+    (logs.withColumn("date", F.to_date(ts)).groupBy("date", "query", "language", "doc_id")
+     .agg(F.count(F.lit(1)).alias("impressions"), F.sum(F.col("clicked").cast("long")).alias("clicks"),
+          F.avg("position").alias("mean_position"))
+     .write.mode("overwrite").parquet(str(folder)))
+    return time.perf_counter() - started
+
+
 @dataclass
 class SizeFigures:
     """One size's iteration: logged rows in the window, seconds and peak RSS (driver, JVM, tree) per stage."""
@@ -162,19 +182,24 @@ class SizeFigures:
     peaks: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
-def window_counts(paths, window: list[str]) -> tuple[list[str], int, int]:
-    """The window's landing log files, and the rows ingest kept in bronze and quarantined for its days."""
-    from serm_dagster.storage import DeltaStore
+def window_files(paths, window: list[str]) -> list[str]:
+    """The window's landing log files (an index of their own: ingest's cache stays as it was, unread)."""
     from spark_jobs.ingest import landing_index
 
-    index = landing_index(paths.landing, paths.state / "landing_index.json")
-    files = sorted(path for path, entry in index.items() if entry["source"] == "logs" and set(entry["days"]) & set(window))
+    index = landing_index(paths.landing, paths.home / "bench" / "landing_index.json")
+    return sorted(path for path, entry in index.items() if entry["source"] == "logs" and set(entry["days"]) & set(window))
+
+
+def window_counts(paths, window: list[str]) -> tuple[int, int]:
+    """The rows ingest kept in bronze and quarantined for the window's days."""
+    from serm_dagster.storage import DeltaStore
+
     store, days = DeltaStore(paths.lakehouse), [datetime.fromisoformat(day).date() for day in window]
 
     def rows_of(table: str) -> int:
         return int(store.read_arrow(table, columns=["date"]).to_pandas()["date"].isin(days).sum()) \
             if store.exists(table) else 0
-    return files, rows_of("bronze/query_logs"), rows_of("quarantine/query_logs")
+    return rows_of("bronze/query_logs"), rows_of("quarantine/query_logs")
 
 
 def bench_size(root: Path, rows: int, settings, sampler: MemorySampler) -> SizeFigures:
@@ -191,12 +216,14 @@ def bench_size(root: Path, rows: int, settings, sampler: MemorySampler) -> SizeF
     prepare(paths, 1, window_days=WINDOW_DAYS, echo=say, model_settings=settings)
     say(f"setup (simulate, ingest the history, seed model) {time.perf_counter() - started:.0f}s")
 
+    window = plan_windows(landing_days(paths), 1, WINDOW_DAYS).windows[0]
+    files = window_files(paths, window)
+    floor = spark_floor(files, paths.home / "bench" / "spark-floor")  # the JVM as warm as ingest finds it
     since, began = datetime.now(timezone.utc), time.time()
     run_now(paths, window_days=WINDOW_DAYS, echo=say, model_settings=settings)
     ended = time.time()
     spans = stage_spans(since)
-    window = plan_windows(landing_days(paths), 1, WINDOW_DAYS).windows[0]
-    files, kept, quarantined = window_counts(paths, window)
+    kept, quarantined = window_counts(paths, window)
     anchor = duckdb_anchor(files)
     say(f"window {window[0]}..{window[-1]}: {anchor['rows']:,} logged rows; ingest kept {kept:,}, quarantined "
         f"{quarantined:,}; DuckDB kept {anchor['kept']:,}, invalid {anchor['invalid']:,}, duplicate "
@@ -209,6 +236,7 @@ def bench_size(root: Path, rows: int, settings, sampler: MemorySampler) -> SizeF
     figures.seconds[OUTSIDE] = (ended - began) - sum(figures.seconds.values())
     figures.seconds[WALL], figures.peaks[WALL] = ended - began, sampler.peak([(began, ended)])
     figures.seconds[ANCHOR] = anchor["seconds"]
+    figures.seconds[FLOOR] = floor
     return figures
 
 
@@ -219,7 +247,9 @@ def print_size(figures: SizeFigures) -> None:
         peak = "".join(f" {value / MB:{width},.0f}" for value, width in zip(figures.peaks[stage], (10, 8, 8))) \
             if stage in figures.peaks else ""
         print(f"{stage:32} {seconds:8.1f} {rate:>10}{peak}".rstrip())
-    print(flush=True)
+    ingest = sum(figures.seconds.get(stage, 0.0) for stage in INGEST)
+    print(f"ingest (bronze + silver) {ingest:.1f}s = {ingest / figures.seconds[FLOOR]:.2f}x the bare Spark floor",
+          flush=True)
 
 
 def print_scaling(results: list[SizeFigures]) -> None:

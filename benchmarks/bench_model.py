@@ -6,7 +6,9 @@ Prints scored pairs per second at batch sizes 1, 32 and 256 for sequence lengths
 fp32, with torch under autocast where the hardware has a fast half type (bf16 on AMX/AVX512-BF16 CPUs, see
 ``models.inference.autocast_dtype``) and, when ``onnxruntime`` is importable, with the same cross-encoder
 exported to ONNX; then training pairs per second per epoch on a few hundred synthetic pairs, in both
-precisions. Rates are end to end (tokenization included). Every pair is exactly ``seq len`` tokens long
+precisions. First it measures this CPU's roof: torch matmul GFLOP/s (2048 x 2048, fp32 and bf16, same threads),
+and each torch rate is also given as the encoder's GFLOP/s (its matmul FLOPs per pair, from the model's config,
+times pairs/s) and as a share of the roof of its precision. Rates are end to end (tokenization included). Every pair is exactly ``seq len`` tokens long
 (documents are cut by truncation), so the numbers do not depend on padding. On a shared machine they move
 with its load: the load is printed.
 """
@@ -39,6 +41,25 @@ def synthetic_pairs(n: int, doc_words: int = 160, seed: int = 0) -> tuple[list[s
     rng = np.random.default_rng(seed)
     return ([" ".join(rng.choice(WORDS, 6)) for _ in range(n)],
             [" ".join(rng.choice(WORDS, doc_words)) for _ in range(n)])
+
+
+def matmul_roof(dtype: torch.dtype, size: int = 2048, min_seconds: float = 2.0) -> float:
+    """GFLOP/s of a square matmul in ``dtype`` on the CPU with torch's current threads: the roof scoring can reach."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b  # warm-up
+    rounds, started = 0, time.perf_counter()
+    while rounds == 0 or time.perf_counter() - started < min_seconds:
+        a @ b
+        rounds += 1
+    return 2 * size ** 3 * rounds / (time.perf_counter() - started) / 1e9
+
+
+def gflop_per_pair(config, length: int) -> float:
+    """The encoder's matmul FLOPs for one pair of ``length`` tokens: per layer the Q, K, V and output projections,
+    the two feed-forward matrices and the attention's two L x L products (2 FLOPs a multiply-add)."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    per_layer = 2 * length * (4 * hidden * hidden + 2 * hidden * inner) + 2 * 2 * length * length * hidden
+    return config.num_hidden_layers * per_layer / 1e9
 
 
 def pairs_per_second(score, queries: list[str], docs: list[str], min_seconds: float, max_rounds: int) -> float:
@@ -139,24 +160,33 @@ def main() -> None:
 
             gap = np.abs(probabilities(True) - probabilities(False)).max()
             print(f"{amp_name} autocast: max |p_{amp_name} - p_fp32| = {gap:.1e}")
+        roofs = {False: matmul_roof(torch.float32), True: matmul_roof(torch.bfloat16)}
+        print(f"roof (torch matmul 2048 x 2048, {threads} threads): fp32 {roofs[False]:.0f} GFLOP/s, "
+              f"bf16 {roofs[True]:.0f} GFLOP/s{'' if amp == torch.bfloat16 else ' (bf16 is not autocast here)'}")
         print(f"\n{'seq len':>7} {'batch':>6} {'torch fp32 pairs/s':>19} {'torch ' + amp_name + ' pairs/s':>20} "
-              f"{'onnxruntime pairs/s':>20}")
+              f"{'onnxruntime pairs/s':>20}   torch GFLOP/s (share of its roof)")
         for length in SEQUENCE_LENGTHS:
             for batch in BATCH_SIZES:
                 n = max(batch, args.pairs // 8) if batch == 1 else max(batch, args.pairs)  # batch 1 is slow
                 max_rounds = 2 if batch >= 256 else 1000  # a round of batch 256 takes seconds already
-                rates = {}
+                rates, shares = {}, []
                 for mixed in (False, True):
                     scorer = Scorer(model, tokenizer, device=device, batch_size=batch, max_length=length,
                                     mixed_precision=mixed)
-                    rates[mixed] = "n/a" if mixed and amp is None else \
-                        f"{pairs_per_second(scorer.score, queries[:n], docs[:n], args.min_seconds, max_rounds):.1f}"
+                    rate = None if mixed and amp is None else \
+                        pairs_per_second(scorer.score, queries[:n], docs[:n], args.min_seconds, max_rounds)
+                    rates[mixed] = "n/a" if rate is None else f"{rate:.1f}"
+                    if rate is not None:
+                        flops = rate * gflop_per_pair(model.encoder.config, length)
+                        roof = roofs[mixed and amp == torch.bfloat16]
+                        shares.append(f"{'fp32' if not mixed else amp_name} {flops:.0f} ({flops / roof:.0%})")
                 onnx_rate = "n/a"
                 if onnx is not None:
                     rate = pairs_per_second(lambda q, d: onnx.predict_proba(q, d, batch, length), queries[:n],
                                             docs[:n], args.min_seconds, max_rounds)
                     onnx_rate = f"{rate:.1f}"
-                print(f"{length:>7} {batch:>6} {rates[False]:>19} {rates[True]:>20} {onnx_rate:>20}", flush=True)
+                print(f"{length:>7} {batch:>6} {rates[False]:>19} {rates[True]:>20} {onnx_rate:>20}   "
+                      + ", ".join(shares), flush=True)
 
     train_queries, train_docs = synthetic_pairs(args.train_pairs, doc_words=40, seed=1)
     examples = pd.DataFrame({"query": train_queries, "doc_text": train_docs,

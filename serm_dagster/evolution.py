@@ -107,7 +107,7 @@ def judgment_gaps(judgments: pd.DataFrame, plan: EvolutionPlan) -> list[str]:
 
 def require_inputs(paths: SermPaths, plan: EvolutionPlan) -> None:
     """Stop with every gap of landing/judgments/ (``judgment_gaps``), before anything is ingested or trained."""
-    gaps = judgment_gaps(collect_judgments(paths.landing_judgments).kept, plan)
+    gaps = judgment_gaps(collect_judgments(paths.landing_judgments).kept.to_pandas(), plan)
     if gaps:
         raise MissingInput(f"{paths.landing_judgments}:\n" + "\n".join(f"- {gap}" for gap in gaps))
 

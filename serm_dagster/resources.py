@@ -110,9 +110,10 @@ def build_spark_session(
         # quiet start-up: no progress bars, no console log4j chatter below the chosen level
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-        # local mode runs the executors in the driver's JVM: 1g (Spark's default) is too little for a
-        # million-row window; read when the JVM starts, i.e. by the process's first session
-        "spark.driver.memory": driver_memory or os.environ.get("SERM_SPARK_DRIVER_MEMORY", "4g"),
+        # local mode runs the executors in the driver's JVM. A whole iteration over a million-row window ran in 2g
+        # (benchmarks/bench_iteration.py: JVM peak 2.7 GB, the process tree 5.0 GB; 4g let the JVM grow to 4.8 GB);
+        # read when the JVM starts, i.e. by the process's first session
+        "spark.driver.memory": driver_memory or os.environ.get("SERM_SPARK_DRIVER_MEMORY", "2g"),
     }
     if master.startswith("local"):
         # local executors are this machine's processes: their Python workers run this interpreter (and its
@@ -191,6 +192,9 @@ class LakehouseResource(Settings):
     max_quarantine_value_chars: int = Field(default=LandingLimits.max_quarantine_value_chars, description="a "
                                             "quarantined record stores each value cut to this many characters "
                                             "(the cut ones listed under _truncated)")
+    batch_rows: int = Field(default=LandingLimits.batch_rows, description="records of a landing file read, "
+                            "validated and turned into Arrow at a time: the driver holds one batch of Python values, "
+                            "however large the file")
     _paths: SermPaths | None = PrivateAttr(default=None)
 
     def landing_limits(self) -> LandingLimits:

@@ -1,7 +1,9 @@
 """Ingestion: landing files -> validated bronze rows (+ quarantine), per day.
 
-``collect_*`` read landing files (Python, row by row) and validate them (pandas, column-wise); ``split_duplicates`` and
-``to_bronze`` are Spark. Rows in = rows kept + rows quarantined, for every batch. ``limits`` (a
+``collect_*`` read landing files (Parquet a column at a time with Arrow, CSV and JSON Lines record by record) and
+validate them (pandas, column-wise); ``bronze_tables`` drops duplicate keys and gives the Arrow tables bronze and
+quarantine store. This stage runs on the driver, not in Spark: it is the one place that must name each rejected
+record's file and record number. Rows in = rows kept + rows quarantined, for every batch. ``limits`` (a
 ``LandingLimits``) bound what one landing record may hold; the defaults are the dataclass's.
 """
 
@@ -13,25 +15,23 @@ from datetime import date
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+import pandera.pandas as pandera
+import pyarrow as pa
 
-from spark_jobs.landing import (PARSE_ERROR, SOURCE_FILE, SOURCE_ROW, LandingFileError, LandingLimits, landing_files,
-                                read_records)
+from spark_jobs.landing import (SOURCE_FILE, SOURCE_ROW, LandingFileError, LandingLimits, iter_records,
+                                landing_files)
 from spark_jobs.schemas import (CATALOG, GLOSSARY, JUDGMENTS, QUERY_LOGS, TS_CHECK, Contract, parse_timestamps,
-                                ts_in_range, validate_records)
+                                stored_record, ts_in_range, validate_records)
 from spark_jobs.ubi import UNKNOWN_LANGUAGE, read_ubi_file, ubi_log_records
-
-QUARANTINE_COLUMNS = ["source_file", "source_row", "columns", "reason", "record"]
-
 
 @dataclass
 class Batch:
-    """The outcome of validating a set of landing records."""
+    """The outcome of validating a set of landing records: the kept rows typed as bronze stores them (Arrow:
+    compact, where a million rows of Python strings took gigabytes), the rejected ones with file, row and reason."""
 
-    kept: pd.DataFrame
+    kept: pa.Table
     quarantined: pd.DataFrame
     rows_in: int
     files: list[str] = field(default_factory=list)
@@ -67,7 +67,7 @@ def scan_file_days(path: Path, source: str, limits: LandingLimits = LandingLimit
     """The days (ISO dates) a landing file has rows for; ``source`` is 'logs' or 'ubi'."""
     if source == "ubi":
         return _days_of(read_ubi_file(path, limits)["timestamp"])
-    return _days_of(read_records(path, ["ts"], limits=limits)["ts"])
+    return sorted({day for frame in iter_records(path, ["ts"], limits=limits) for day in _days_of(frame["ts"])})
 
 
 def landing_index(landing: Path, index_file: Path, limits: LandingLimits = LandingLimits()) -> dict[str, dict]:
@@ -101,48 +101,60 @@ def home_day(path: str, entry: dict) -> str:
 
 
 def _assign_days(raw: pd.DataFrame, ts_column: str, home: str) -> pd.Series:
+    """Each row's day (ISO date), or ``home`` where its timestamp cannot place it; each distinct day is
+    formatted once (``strftime`` row by row cost more than reading the file)."""
     typed = _datable(raw[ts_column]) if len(raw) else pd.Series(dtype="datetime64[ns, UTC]")
-    days = typed.dt.strftime("%Y-%m-%d")
-    return days.where(typed.notna(), home)
+    codes, days = pd.factorize(typed.dt.floor("D"))
+    names = np.append(days.strftime("%Y-%m-%d").to_numpy(dtype=object), home)
+    return pd.Series(names[codes], index=raw.index, dtype=object)  # code -1 (no day): the last name, home
 
 
 def collect_query_logs(index: dict[str, dict], days: Iterable[str], ubi_language: str = UNKNOWN_LANGUAGE,
                        limits: LandingLimits = LandingLimits()) -> tuple[Batch, Batch]:
-    """Validate all log and UBI rows of ``days``. Returns (query-log batch, UBI-event batch)."""
+    """Validate all log and UBI rows of ``days``, ``limits.batch_rows`` at a time. Returns (query-log batch,
+    UBI-event batch)."""
     days = set(days)
-    raw_logs, raw_events, log_files = [], [], []
+    logs, events, log_files = [], [], []
     for path, entry in sorted(index.items()):
         home = home_day(path, entry)
         if not (days & set(entry["days"]) or home in days):
             continue
         log_files.append(path)
         if entry["source"] == "ubi":
-            events = read_ubi_file(Path(path), limits)
-            events["_day"] = _assign_days(events, "timestamp", home)
-            events = events[events["_day"].isin(days)]
-            records, maps_to = ubi_log_records(events, ubi_language)
-            events["maps_to"] = maps_to
-            raw_events.append(events)
-            raw = records
+            raw_events = read_ubi_file(Path(path), limits)
+            raw_events["_day"] = _assign_days(raw_events, "timestamp", home)
+            raw_events = raw_events[raw_events["_day"].isin(days)]
+            records, maps_to = ubi_log_records(raw_events, ubi_language)
+            raw_events["maps_to"] = maps_to
+            events.append(_validate(raw_events, UBI_CONTRACT, UBI_EVENT_TYPES, "timestamp", limits))
+            frames = [records]
         else:
-            raw = read_records(Path(path), QUERY_LOGS.required, QUERY_LOGS.optional, limits)
-        raw["_day"] = _assign_days(raw, "ts", home)
-        raw_logs.append(raw[raw["_day"].isin(days)])
-    logs = _validate(raw_logs, QUERY_LOGS, log_files, limits=limits)
-    events = _validate_ubi(raw_events, limits)
-    return logs, events
+            frames = iter_records(Path(path), QUERY_LOGS.required, QUERY_LOGS.optional, limits)
+        for raw in frames:
+            raw["_day"] = _assign_days(raw, "ts", home)
+            logs.append(_validate(raw[raw["_day"].isin(days)], QUERY_LOGS, QUERY_LOG_TYPES, "ts", limits))
+    return _merged(logs, QUERY_LOG_TYPES, log_files), _merged(events, UBI_EVENT_TYPES, [])
 
 
-def _validate(raws: list[pd.DataFrame], contract: Contract, files: list[str], ts_column: str = "ts",
+def _validate(raw: pd.DataFrame, contract: Contract, types: dict[str, str], ts_column: str = "ts",
               limits: LandingLimits = LandingLimits()) -> Batch:
-    raw = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame(
-        {c: pd.Series(dtype=object) for c in [*contract.kinds, SOURCE_FILE, SOURCE_ROW, PARSE_ERROR, "_day"]})
+    """One frame of raw records validated: kept rows as an Arrow table of ``types`` (a ``date`` column from
+    ``ts_column`` where the frame has days), rejected rows (with their day) for the quarantine."""
     kept, rejected = validate_records(raw, contract, limits)
-    day = raw["_day"] if "_day" in raw else None
-    if day is not None:
+    if "_day" in raw:
         kept["date"] = kept[ts_column].dt.date if len(kept) else pd.Series(dtype=object)
         rejected["date"] = _day_of_rejected(raw, rejected)
-    return Batch(kept, rejected, len(raw), files)
+    return Batch(arrow_table(kept.rename(columns={ts_column: "ts"}) if "ts" in types else kept, types), rejected,
+                 len(raw))
+
+
+def _merged(parts: list[Batch], types: dict[str, str], files: list[str]) -> Batch:
+    """The batches of a source's frames as one."""
+    columns = quarantine_types(types)
+    kept = pa.concat_tables([part.kept for part in parts]) if parts else arrow_schema(types).empty_table()
+    quarantined = pd.concat([part.quarantined[list(columns)] for part in parts], ignore_index=True) if parts \
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return Batch(kept, quarantined, sum(part.rows_in for part in parts), files)
 
 
 def _day_of_rejected(raw: pd.DataFrame, rejected: pd.DataFrame) -> pd.Series:
@@ -159,77 +171,69 @@ UBI_EVENTS = Contract(
      "ordinal": "str", "timestamp": "ts", "dwell_time": "float", "document": "str", "maps_to": "str"},
     optional=(),
 )
+# UBI documents keep every field; an unreadable line or timestamp, or a value breaking its text rule (control
+# characters, length), is quarantined.
+UBI_CONTRACT = Contract(UBI_EVENTS.name, UBI_EVENTS.kinds, (), pandera.DataFrameSchema(
+    {"kind": pandera.Column(str, pandera.Check.isin(["query", "event"])),
+     "timestamp": pandera.Column("datetime64[ns, UTC]", TS_CHECK, nullable=False),
+     "document": pandera.Column(str)},
+    name="ubi_events",
+))
 
 
-def _validate_ubi(raws: list[pd.DataFrame], limits: LandingLimits = LandingLimits()) -> Batch:
-    """UBI documents keep every field; an unreadable line or timestamp, or a value breaking its text
-    rule (control characters, length), is quarantined."""
-    schema = pa.DataFrameSchema(
-        {"kind": pa.Column(str, pa.Check.isin(["query", "event"])),
-         "timestamp": pa.Column("datetime64[ns, UTC]", TS_CHECK, nullable=False),
-         "document": pa.Column(str)},
-        name="ubi_events",
-    )
-    contract = Contract(UBI_EVENTS.name, UBI_EVENTS.kinds, (), schema)
-    batch = _validate(raws, contract, [], ts_column="timestamp", limits=limits)
-    batch.kept = batch.kept.rename(columns={"timestamp": "ts"})
-    return batch
-
-
-def collect_reference(folder: Path, contract: Contract, limits: LandingLimits = LandingLimits()) -> Batch:
-    """Validate every file of an unpartitioned source (catalogue, judgments)."""
+def collect_reference(folder: Path, contract: Contract, types: dict[str, str],
+                      limits: LandingLimits = LandingLimits()) -> Batch:
+    """Validate every file of an unpartitioned source (catalogue, judgments, glossary), a batch at a time."""
     files = landing_files(folder)
-    raws = [read_records(path, contract.required, contract.optional, limits) for path in files]
-    return _validate(raws, contract, [str(p) for p in files], limits=limits)
+    parts = [_validate(raw, contract, types, limits=limits)
+             for path in files for raw in iter_records(path, contract.required, contract.optional, limits)]
+    return _merged(parts, types, [str(p) for p in files])
 
 
 def collect_catalog(folder: Path, limits: LandingLimits = LandingLimits()) -> Batch:
-    return collect_reference(folder, CATALOG, limits)
+    return collect_reference(folder, CATALOG, CATALOG_TYPES, limits)
 
 
 def collect_judgments(folder: Path, limits: LandingLimits = LandingLimits()) -> Batch:
-    return collect_reference(folder, JUDGMENTS, limits)
+    return collect_reference(folder, JUDGMENTS, JUDGMENT_TYPES, limits)
 
 
 def collect_glossary(folder: Path, limits: LandingLimits = LandingLimits()) -> Batch:
-    return collect_reference(folder, GLOSSARY, limits)
+    return collect_reference(folder, GLOSSARY, GLOSSARY_TYPES, limits)
 
 
 # ---------------------------------------------------------------------------------------------
-# Spark: duplicates and the bronze shape.
+# The bronze shape: duplicates and Arrow tables. A batch is validated on the driver, so it is written from
+# there (delta-rs, Arrow): handing it to Spark only to write it back cost more than reading the files.
 
 
-def split_duplicates(df: DataFrame, keys: list[str], what: str) -> tuple[DataFrame, DataFrame]:
+def split_duplicates(table: pa.Table, keys: list[str], what: str, limits: LandingLimits = LandingLimits()
+                     ) -> tuple[pa.Table, pd.DataFrame]:
     """Keep the first row of each key (by source file and row); the rest become quarantine rows."""
-    order = Window.partitionBy(*keys).orderBy("source_file", "source_row")
-    ranked = df.withColumn("_rank", F.row_number().over(order)).withColumn(
-        "_first_file", F.first("source_file").over(order)).withColumn("_first_row", F.first("source_row").over(order))
-    kept = ranked.where("_rank = 1").drop("_rank", "_first_file", "_first_row")
-    record_columns = [c for c in df.columns if c not in ("source_file", "source_row", "date")]
-    duplicates = ranked.where("_rank > 1").select(
-        *([F.col("date")] if "date" in df.columns else []),
-        "source_file",
-        "source_row",
-        F.lit(", ".join(keys)).alias("columns"),
-        F.concat(F.lit(f"duplicate {what} ("), F.concat_ws(", ", *[F.col(k).cast("string") for k in keys]),
-                 F.lit(") first seen in "), F.col("_first_file"), F.lit(" row "), F.col("_first_row").cast("string"))
-        .alias("reason"),
-        F.to_json(F.struct(*record_columns)).alias("record"),
-    )
-    return kept, duplicates
+    index = table.select([*keys, "source_file", "source_row"]).to_pandas()
+    ordered = index.sort_values(["source_file", "source_row"], kind="stable")
+    repeated = np.zeros(len(index), dtype=bool)
+    repeated[ordered.index.to_numpy()] = ordered.duplicated(keys, keep="first").to_numpy()
+    firsts = ordered[~repeated[ordered.index.to_numpy()]].rename(
+        columns={"source_file": "_first_file", "source_row": "_first_row"})
+    later = table.filter(pa.array(repeated)).to_pandas().merge(firsts, on=keys, how="left")
+    record_columns = [c for c in table.column_names if c not in ("source_file", "source_row", "date")]
+    duplicates = pd.DataFrame({
+        **({"date": later["date"]} if "date" in table.column_names else {}),
+        "source_file": later["source_file"],
+        "source_row": later["source_row"],
+        "columns": ", ".join(keys),
+        "reason": [f"duplicate {what} ({', '.join(map(str, key))}) first seen in {file} row {row}"
+                   for key, file, row in zip(later[keys].itertuples(index=False), later["_first_file"],
+                                             later["_first_row"])],
+        "record": [stored_record(record, limits.max_quarantine_value_chars)
+                   for record in later[record_columns].to_dict("records")],
+    }, columns=list(quarantine_types(dict.fromkeys(table.column_names, ""))))
+    return table.filter(pa.array(~repeated)), duplicates
 
 
-def to_spark(spark: SparkSession, frame: pd.DataFrame, columns: list[str], types: dict[str, str]) -> DataFrame:
-    """A pandas batch as a Spark DataFrame with an explicit schema (so empty batches work too)."""
-    from pyspark.sql.types import _parse_datatype_string
-
-    schema = _parse_datatype_string(", ".join(f"`{c}` {types[c]}" for c in columns))
-    frame = frame[columns]
-    if not len(frame):
-        return spark.createDataFrame([], schema)
-    return spark.createDataFrame(frame, schema=schema)
-
-
+ARROW_TYPES = {"date": pa.date32(), "string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"),
+               "int": pa.int32(), "long": pa.int64(), "boolean": pa.bool_(), "double": pa.float64()}
 QUERY_LOG_TYPES = {
     "date": "date", "request_id": "string", "ts": "timestamp", "session_id": "string", "query": "string",
     "language": "string", "doc_id": "string", "position": "int", "clicked": "boolean", "dwell_ms": "double",
@@ -250,13 +254,34 @@ UBI_EVENT_TYPES = {"date": "date", "kind": "string", "index": "string", "action_
                    "source_row": "long"}
 
 
-def bronze_frames(spark: SparkSession, batch: Batch, types: dict[str, str], keys: list[str], what: str
-                  ) -> tuple[DataFrame, DataFrame]:
-    """(bronze rows, quarantine rows) as Spark DataFrames: validated rows minus duplicates of ``keys``."""
-    kept = to_spark(spark, batch.kept, list(types), types)
-    quarantine_types = QUARANTINE_TYPES if "date" in types else {k: v for k, v in QUARANTINE_TYPES.items() if k != "date"}
-    rejected = to_spark(spark, batch.quarantined, list(quarantine_types), quarantine_types)
-    if not keys:
-        return kept, rejected
-    kept, duplicates = split_duplicates(kept, keys, what)
-    return kept, rejected.unionByName(duplicates)
+
+
+def arrow_schema(types: dict[str, str]) -> pa.Schema:
+    return pa.schema([(column, ARROW_TYPES[kind]) for column, kind in types.items()])
+
+
+def quarantine_types(types: dict[str, str]) -> dict[str, str]:
+    """The quarantine's columns for a source of ``types``: dated where the source is."""
+    return QUARANTINE_TYPES if "date" in types else {k: v for k, v in QUARANTINE_TYPES.items() if k != "date"}
+
+
+def arrow_table(frame: pd.DataFrame, types: dict[str, str]) -> pa.Table:
+    """A validated pandas frame as an Arrow table of ``types`` (bronze's column order and types)."""
+    columns = {}
+    for column, kind in types.items():
+        values = frame[column]
+        if kind == "timestamp" and len(values):
+            values = values.dt.floor("us")  # what Spark kept: microseconds
+        columns[column] = pa.array(values, type=ARROW_TYPES[kind], from_pandas=True)
+    return pa.table(columns, schema=arrow_schema(types))
+
+
+def bronze_tables(batch: Batch, keys: list[str], what: str, limits: LandingLimits = LandingLimits()
+                  ) -> tuple[pa.Table, pa.Table]:
+    """(bronze rows, quarantine rows) as Arrow tables: validated rows minus duplicates of ``keys``."""
+    columns = quarantine_types(dict.fromkeys(batch.kept.column_names, ""))
+    kept, rejected = batch.kept, batch.quarantined
+    if keys and kept.num_rows:
+        kept, duplicates = split_duplicates(kept, keys, what, limits)
+        rejected = pd.concat([rejected[list(columns)], duplicates[list(columns)]], ignore_index=True)
+    return kept, arrow_table(rejected, columns)

@@ -21,9 +21,11 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 SOURCE_FILE = "_source_file"
@@ -44,7 +46,8 @@ class LandingLimits:
     longer (``csv.field_size_limit`` is raised to it while a file is read). The others are the
     longest value of a column, by kind: ids (and numbers, booleans, timestamps), queries (``query``,
     ``term``), titles, and free text (``description``, ``attributes``). A quarantined record stores
-    each value cut to ``max_quarantine_value_chars``.
+    each value cut to ``max_quarantine_value_chars``. ``batch_rows`` records of a file are read, validated and
+    turned into Arrow at a time: the driver holds one batch of Python values, however large the file.
     """
 
     hard_max_chars: int = 1_000_000
@@ -53,6 +56,7 @@ class LandingLimits:
     max_title_chars: int = 2_000
     max_text_chars: int = 100_000
     max_quarantine_value_chars: int = 1_000
+    batch_rows: int = 200_000
 
     def __post_init__(self):
         bad = [name for name, value in vars(self).items() if not isinstance(value, int) or value < 1]
@@ -208,60 +212,95 @@ def shown_names(names: Iterable[str], most: int = 10, width: int = 40) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def _frame(records: list[dict], columns: Iterable[str], path: Path) -> pd.DataFrame:
-    columns = list(columns)
-    frame = pd.DataFrame.from_records(records, columns=columns + [SOURCE_ROW, PARSE_ERROR]) if records else \
-        pd.DataFrame({c: pd.Series(dtype=object) for c in columns + [SOURCE_ROW, PARSE_ERROR]})
+def _frame(records: list[dict] | pd.DataFrame, columns: Iterable[str], path: Path) -> pd.DataFrame:
+    columns = list(columns) + [SOURCE_ROW, PARSE_ERROR]
+    if isinstance(records, pd.DataFrame):
+        frame = records.assign(**{c: None for c in columns if c not in records})[columns]
+    elif records:
+        frame = pd.DataFrame.from_records(records, columns=columns)
+    else:
+        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     frame[SOURCE_FILE] = str(path)
     frame[SOURCE_ROW] = frame[SOURCE_ROW].astype("int64")
     return frame
 
 
-def read_records(path: Path, required: Iterable[str], optional: Iterable[str] = (),
-                 limits: LandingLimits = LandingLimits()) -> pd.DataFrame:
-    """Read one landing file as text columns ``required + optional`` plus source columns.
+def iter_records(path: Path, required: Iterable[str], optional: Iterable[str] = (),
+                 limits: LandingLimits = LandingLimits()) -> Iterator[pd.DataFrame]:
+    """Read one landing file as text columns ``required + optional`` plus source columns, in frames of at most
+    ``limits.batch_rows`` records.
 
-    Raises ``LandingFileError`` when the file cannot be read or lacks a required column.
+    Raises ``LandingFileError`` when the file cannot be read or lacks a required column (a CSV or Parquet file
+    before its first frame; JSON Lines, whose columns are known only at the end, after its last).
     Records that cannot be parsed individually (or have a line over ``limits.hard_max_chars``) are
     kept with ``_parse_error`` set.
     """
     required, optional = list(required), list(optional)
-    columns = required + optional
-    fmt = file_format(path)
+    columns, fmt, present, rows = required + optional, file_format(path), set(), 0
+    reader = {"parquet": _parquet_batches, "jsonl": _jsonl_batches, "csv": _csv_batches}[fmt]
     try:
-        if fmt == "parquet":
-            records, present = _read_parquet(path, columns)
-        elif fmt == "jsonl":
-            records, present = _read_jsonl(path, columns, limits.hard_max_chars)
-        else:
-            records, present = _read_csv(path, columns, limits.hard_max_chars)
+        for records in reader(path, columns, limits, present):
+            if fmt != "jsonl":
+                _check_columns(path, required, present, True)
+            rows += len(records)
+            yield _frame(records, columns, path)
     except LandingFileError:
         raise
     except UnicodeDecodeError as exc:
         raise LandingFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except Exception as exc:  # a corrupt or mislabelled file
         raise LandingFileError(path, f"cannot be read as {fmt}: {exc}") from exc
+    _check_columns(path, required, present, rows > 0)
+
+
+def _check_columns(path: Path, required: list[str], present: set[str], has_rows: bool) -> None:
     missing = [c for c in required if c not in present]
-    if missing and (present or records):
+    if missing and (present or has_rows):
         raise LandingFileError(path, f"missing required column(s) {', '.join(missing)}; found {shown_names(present)}")
-    return _frame(records, columns, path)
 
 
-def _read_parquet(path: Path, columns: list[str]):
-    present = set(pq.read_schema(path).names)
-    table = pq.read_table(path, columns=[c for c in columns if c in present])  # no other column is loaded
-    data = {c: table.column(c).to_pylist() for c in columns if c in present}
-    records = [
-        {**{c: _text(data[c][i]) for c in data}, SOURCE_ROW: i + 1, PARSE_ERROR: None}
-        for i in range(table.num_rows)
-    ]
-    return records, present
+def read_records(path: Path, required: Iterable[str], optional: Iterable[str] = (),
+                 limits: LandingLimits = LandingLimits()) -> pd.DataFrame:
+    """The whole of one landing file as ``iter_records`` reads it, in one frame."""
+    required, optional = list(required), list(optional)
+    frames = list(iter_records(path, required, optional, limits))
+    return pd.concat(frames, ignore_index=True) if frames else _frame([], required + optional, path)
 
 
-def _read_jsonl(path: Path, columns: list[str], hard_max_chars: int):
-    records, present = [], set()
+def _parquet_batches(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
+    parquet = pq.ParquetFile(path)
+    present.update(parquet.schema_arrow.names)
+    wanted, first = [c for c in columns if c in present], 1  # no other column is loaded
+    for batch in parquet.iter_batches(batch_size=limits.batch_rows, columns=wanted):
+        frame = pd.DataFrame({c: _texts(batch.column(c)) for c in wanted}, index=pd.RangeIndex(batch.num_rows))
+        frame[SOURCE_ROW] = np.arange(first, first + batch.num_rows, dtype=np.int64)
+        frame[PARSE_ERROR] = None
+        first += batch.num_rows
+        yield frame
+
+
+def _texts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A Parquet column as ``_text`` gives each value, column at a time where Arrow's text is Python's: strings
+    as they are, integers and booleans cast by Arrow; other types (floats: Arrow writes 2.0 as '2') value by value."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return _texts(column.cast(kind.value_type))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column.to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        return column.cast(pa.string()).to_numpy(zero_copy_only=False)
+    values = np.empty(len(column), dtype=object)
+    values[:] = [_text(v) for v in column.to_pylist()]
+    return values
+
+
+def _jsonl_batches(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
+    records, yielded = [], False
     with _open_text(path) as handle:
-        for number, line in BoundedLines(handle, hard_max_chars).numbered():
+        for number, line in BoundedLines(handle, limits.hard_max_chars).numbered():
+            if len(records) >= limits.batch_rows:
+                yield records
+                records, yielded = [], True
             if isinstance(line, LineTooLong):
                 records.append({SOURCE_ROW: number, PARSE_ERROR: str(line)})
                 continue
@@ -279,9 +318,10 @@ def _read_jsonl(path: Path, columns: list[str], hard_max_chars: int):
                 continue
             present.update(obj)
             records.append({**{c: _text(obj.get(c)) for c in columns}, SOURCE_ROW: number, PARSE_ERROR: None})
-    if records and not present:
+    if (records or yielded) and not present:
         raise LandingFileError(path, "no line is a JSON object; is this really JSON Lines?")
-    return records, present
+    if records:
+        yield records
 
 
 def _csv_rows(reader, lines: BoundedLines):
@@ -298,17 +338,20 @@ def _csv_rows(reader, lines: BoundedLines):
             yield f"line {lines.number} cannot be read as CSV: {exc}"
 
 
-def _read_csv(path: Path, columns: list[str], hard_max_chars: int):
-    with _open_text(path) as handle, _csv_field_limit(hard_max_chars):
-        lines = BoundedLines(handle, hard_max_chars)
+def _csv_batches(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
+    with _open_text(path) as handle, _csv_field_limit(limits.hard_max_chars):
+        lines = BoundedLines(handle, limits.hard_max_chars)
         reader = csv.reader(lines)
         header = next(reader, None)
         if header is None:
-            return [], set()
+            return
         header = [h.strip().lstrip("\ufeff") for h in header]
-        index = {name: i for i, name in enumerate(header)}
-        records = []
+        present.update(header)
+        index, records = {name: i for i, name in enumerate(header)}, []
         for number, row in enumerate(_csv_rows(reader, lines), start=1):
+            if len(records) >= limits.batch_rows:
+                yield records
+                records = []
             if isinstance(row, str):
                 records.append({SOURCE_ROW: number, PARSE_ERROR: row})
                 continue
@@ -319,4 +362,5 @@ def _read_csv(path: Path, columns: list[str], hard_max_chars: int):
                 continue
             records.append({**{c: (row[index[c]] if c in index and row[index[c]] != "" else None) for c in columns},
                             SOURCE_ROW: number, PARSE_ERROR: None})
-    return records, set(header)
+        if records:
+            yield records

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from dagster import materialize
@@ -12,7 +13,7 @@ from dagster import materialize
 from assets.ingest import ingest_catalog, ingest_query_logs, landing_assets, silver_impressions
 from serm_dagster.resources import LakehouseResource, SparkResource
 from serm_dagster.storage import DeltaStore
-from spark_jobs.ingest import collect_catalog, collect_query_logs, landing_index
+from spark_jobs.ingest import bronze_tables, collect_catalog, collect_query_logs, landing_index
 from spark_jobs.landing import LandingFileError, LandingLimits, landing_files, read_records
 from spark_jobs.schemas import CATALOG, QUERY_LOGS, validate_records
 from spark_jobs.ubi import read_ubi_file
@@ -250,7 +251,7 @@ def test_index_and_collection_take_the_limits(tmp_path):
     write_logs_csv(landing / "logs" / f"{DAY}.csv", [log_row("r1"), log_row("r2", query="q" * 300)])
     limits = LandingLimits(max_query_chars=100)
     logs, _ = collect_query_logs(landing_index(landing, tmp_path / "index.json", limits), [DAY], limits=limits)
-    assert logs.kept["request_id"].tolist() == ["r1"] and logs.conserved
+    assert logs.kept.column("request_id").to_pylist() == ["r1"] and logs.conserved
     assert "more than the limit 100" in logs.quarantined["reason"].iat[0]
 
 
@@ -265,3 +266,39 @@ def test_lakehouse_resource_limits_reach_the_ingest_asset(home, spark):
     assert store.read_arrow("bronze/catalog").to_pandas()["doc_id"].tolist() == ["D2"]
     quarantine = store.read_arrow("quarantine/catalog").to_pandas()
     assert quarantine["reason"].tolist() == ["column 'title': 9 characters, more than the limit 5"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_a_file_read_in_batches_gives_what_one_read_gives(tmp_path, fmt):
+    """A large file is read, validated and turned into Arrow a batch at a time: the outcome is the same, row
+    numbers run on across batches, and a duplicate is found in a later batch than its first row."""
+    records = [log_record(f"r{i}", doc_id=f"D{i}") for i in range(7)]
+    records[3]["position"] = 0                             # invalid, in the second batch of two
+    records[6] = log_record("r1", doc_id="D1")             # a duplicate of row 2, in the fourth batch
+    path = tmp_path / "landing" / "logs" / f"{DAY}.{fmt}"
+    path.parent.mkdir(parents=True)
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+    elif fmt == "csv":
+        write_logs_csv(path, [",".join(str(r[c]).lower() if c == "clicked" else str(r[c]) for c in r) for r in records])
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    index = landing_index(tmp_path / "landing", tmp_path / "index.json")
+    whole, _ = collect_query_logs(index, [DAY])
+    small, _ = collect_query_logs(index, [DAY], limits=LandingLimits(batch_rows=2))
+    assert small.kept.equals(whole.kept) and small.quarantined.equals(whole.quarantined)
+    assert small.kept.num_rows == 6 and small.conserved
+    assert small.quarantined["source_row"].tolist() == [4] and "position" in small.quarantined["reason"].iat[0]
+    kept, rejected = bronze_tables(small, ["request_id", "doc_id"], "impression")
+    assert sorted(kept.column("source_row").to_pylist()) == [1, 2, 3, 5, 6]
+    duplicate = rejected.filter(pc.equal(rejected["source_row"], 7)).to_pylist()
+    assert duplicate[0]["reason"] == f"duplicate impression (r1, D1) first seen in {path} row 2"
+    assert json.loads(duplicate[0]["record"])["request_id"] == "r1" and rejected.num_rows == 2
+
+
+def test_a_json_lines_file_missing_a_required_column_fails_after_its_last_batch(tmp_path):
+    path = tmp_path / "logs.jsonl"
+    path.write_text("".join(json.dumps({k: v for k, v in log_record(f"r{i}").items() if k != "doc_id"}) + "\n"
+                            for i in range(5)))
+    with pytest.raises(LandingFileError, match="missing required column.*doc_id"):
+        read_records(path, QUERY_LOGS.required, QUERY_LOGS.optional, LandingLimits(batch_rows=2))

@@ -1,5 +1,6 @@
 """The input contract: every kind of malformed row is quarantined with file, row and reason."""
 
+import datetime as dt
 import gzip
 import json
 
@@ -8,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from spark_jobs.landing import LandingFileError, read_records
+from spark_jobs.landing import LandingFileError, _text, read_records
 from spark_jobs.schemas import CATALOG, JUDGMENTS, QUERY_LOGS, validate_records
 from tests.conftest import write_logs_csv
 
@@ -23,11 +24,12 @@ BAD_ROWS = [
     ("r5,2026-01-01T10:00:00Z,s1,   ,en,D1,1,true,", "query", "missing"),
     ("r6,2026-01-01T10:00:00Z,s1,red shoes,EN,D1,1,true,", "language", "str_matches"),
     ("r7,2026-01-01T10:00:00Z,s1,red shoes,en,,1,true,", "doc_id", "missing"),
-    ("r8,2026-01-01T10:00:00Z,s1,red shoes,en,D1,0,true,", "position", "greater_than_or_equal_to(1)"),
+    ("r8,2026-01-01T10:00:00Z,s1,red shoes,en,D1,0,true,", "position", "in_range(1, 2147483647)"),
     ("r9,2026-01-01T10:00:00Z,s1,red shoes,en,D1,two,true,", "position", "not an integer"),
     ("r10,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1.5,true,", "position", "not an integer"),
     ("r10b,2026-01-01T10:00:00Z,s1,red shoes,en,D1,inf,true,", "position", "not an integer"),
     ("r10c,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1e400,true,", "position", "not an integer"),
+    ("r10f,2026-01-01T10:00:00Z,s1,red shoes,en,D1,3000000000,true,", "position", "in_range(1, 2147483647)"),
     ("r10d,now,s1,red shoes,en,D1,1,true,", "ts", "not an ISO-8601 timestamp"),
     ("r10e,Jan 5 2026,s1,red shoes,en,D1,1,true,", "ts", "not an ISO-8601 timestamp"),
     ("r11,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,maybe,", "clicked", "not a boolean"),
@@ -102,6 +104,24 @@ def test_parquet_with_wrong_types_and_nulls(tmp_path):
     assert rejected["source_row"].tolist() == [2, 3]
     assert "position" in rejected["columns"].iat[0]
     assert rejected["columns"].iat[1] == "clicked, request_id"
+
+
+def test_parquet_columns_read_as_text_exactly_as_value_by_value(tmp_path):
+    """Parquet is read a column at a time; each value must be the text the value-by-value rule gives it."""
+    utc = dt.timezone.utc
+    table = pa.table({
+        "s": ["a", None, "", " b "], "i": pa.array([1, None, -3, 2**40], pa.int64()),
+        "i8": pa.array([1, 2, None, -1], pa.int8()),
+        "b": [True, None, False, True], "f": [2.0, float("nan"), 1e20, float("inf")],
+        "ts": [dt.datetime(2026, 1, 1, tzinfo=utc), None, dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=utc), None],
+        "l": [[1, 2], None, [], [3]], "m": [{"k": "v"}, None, {"a": 1}, {}],
+        "dic": pa.array(["x", None, "y", "x"]).dictionary_encode(),
+    })
+    pq.write_table(table, tmp_path / "t.parquet")
+    read = read_records(tmp_path / "t.parquet", ["s"], [c for c in table.column_names if c != "s"] + ["absent"])
+    expected = [{c: _text(v) for c, v in row.items()} for row in table.to_pylist()]
+    assert read[table.column_names].to_dict("records") == expected
+    assert read["absent"].isna().all() and read["_source_row"].tolist() == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("name,content,problem", [

@@ -61,6 +61,22 @@ def test_spark_round_trip_through_arrow(tmp_path, spark):
     assert empty.count() == 0 and set(empty.columns) == {"date", "query", "score"}
 
 
+def test_spark_reads_the_versions_files_whatever_the_paths_hold(tmp_path, spark):
+    """Spark reads a table's Parquet files itself: a root with a space and '%', partition values that need
+    escaping or look like numbers, a null partition, the Delta schema's types and column order, an old version."""
+    store = DeltaStore(tmp_path / "a b%c")
+    table = pa.table({"k": ["x y", "00123", "=/%", None], "v": pa.array([1, 2, 3, 4], pa.int32()),
+                      "ts": pa.array([dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)] * 4, pa.timestamp("us", tz="UTC"))})
+    store.write("gold/u", table, lineage={}, partition_by=["k"])
+    store.write("gold/u", table.slice(0, 1), lineage={}, partition_by=["k"])
+    back = store.read_spark(spark, "gold/u", version=0)
+    assert back.columns == ["k", "v", "ts"] and back.schema.simpleString() == "struct<k:string,v:int,ts:timestamp>"
+    assert sorted((r["k"] or "", r["v"]) for r in back.collect()) == [("", 4), ("00123", 2), ("=/%", 3), ("x y", 1)]
+    assert [r["v"] for r in store.read_spark(spark, "gold/u", version=0, where_in=("k", ["00123", "=/%"]))
+            .orderBy("v").collect()] == [2, 3]
+    assert [r["k"] for r in store.read_spark(spark, "gold/u").collect()] == ["x y"]  # the latest version
+
+
 def test_partition_predicate_quotes_values():
     assert partition_predicate({"date": ["2026-01-01", "o'clock"]}) == "date IN ('2026-01-01', 'o''clock')"
 
