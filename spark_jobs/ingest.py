@@ -150,7 +150,7 @@ def _validate(raw: pd.DataFrame, contract: Contract, types: dict[str, str], ts_c
 
 def _merged(parts: list[Batch], types: dict[str, str], files: list[str]) -> Batch:
     """The batches of a source's frames as one."""
-    columns = quarantine_types(types)
+    columns = quarantine_types("date" in types)
     kept = pa.concat_tables([part.kept for part in parts]) if parts else arrow_schema(types).empty_table()
     quarantined = pd.concat([part.quarantined[list(columns)] for part in parts], ignore_index=True) if parts \
         else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
@@ -228,7 +228,7 @@ def split_duplicates(table: pa.Table, keys: list[str], what: str, limits: Landin
                                              later["_first_row"])],
         "record": [stored_record(record, limits.max_quarantine_value_chars)
                    for record in later[record_columns].to_dict("records")],
-    }, columns=list(quarantine_types(dict.fromkeys(table.column_names, ""))))
+    }, columns=list(quarantine_types("date" in table.column_names)))
     return table.filter(pa.array(~repeated)), duplicates
 
 
@@ -260,9 +260,9 @@ def arrow_schema(types: dict[str, str]) -> pa.Schema:
     return pa.schema([(column, ARROW_TYPES[kind]) for column, kind in types.items()])
 
 
-def quarantine_types(types: dict[str, str]) -> dict[str, str]:
-    """The quarantine's columns for a source of ``types``: dated where the source is."""
-    return QUARANTINE_TYPES if "date" in types else {k: v for k, v in QUARANTINE_TYPES.items() if k != "date"}
+def quarantine_types(dated: bool) -> dict[str, str]:
+    """The quarantine's columns: with the day where the source is partitioned by day."""
+    return QUARANTINE_TYPES if dated else {k: v for k, v in QUARANTINE_TYPES.items() if k != "date"}
 
 
 def arrow_table(frame: pd.DataFrame, types: dict[str, str]) -> pa.Table:
@@ -279,7 +279,7 @@ def arrow_table(frame: pd.DataFrame, types: dict[str, str]) -> pa.Table:
 def bronze_tables(batch: Batch, keys: list[str], what: str, limits: LandingLimits = LandingLimits()
                   ) -> tuple[pa.Table, pa.Table]:
     """(bronze rows, quarantine rows) as Arrow tables: validated rows minus duplicates of ``keys``."""
-    columns = quarantine_types(dict.fromkeys(batch.kept.column_names, ""))
+    columns = quarantine_types("date" in batch.kept.column_names)
     kept, rejected = batch.kept, batch.quarantined
     if keys and kept.num_rows:
         kept, duplicates = split_duplicates(kept, keys, what, limits)
