@@ -20,6 +20,7 @@ import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -237,9 +238,13 @@ def iter_records(path: Path, required: Iterable[str], optional: Iterable[str] = 
     """
     required, optional = list(required), list(optional)
     columns, fmt, present, rows = required + optional, file_format(path), set(), 0
-    reader = {"parquet": _parquet_batches, "jsonl": _jsonl_batches, "csv": _csv_batches}[fmt]
+    if fmt == "parquet":
+        batches = _parquet_batches(path, columns, limits, present)
+    else:
+        reader = _jsonl_records if fmt == "jsonl" else _csv_records
+        batches = _batched(reader(path, columns, limits, present), limits.batch_rows)
     try:
-        for records in reader(path, columns, limits, present):
+        for records in batches:
             if fmt != "jsonl":
                 _check_columns(path, required, present, True)
             rows += len(records)
@@ -265,6 +270,12 @@ def read_records(path: Path, required: Iterable[str], optional: Iterable[str] = 
     required, optional = list(required), list(optional)
     frames = list(iter_records(path, required, optional, limits))
     return pd.concat(frames, ignore_index=True) if frames else _frame([], required + optional, path)
+
+
+def _batched(records: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    """Lists of at most ``size`` records."""
+    while batch := list(islice(records, size)):
+        yield batch
 
 
 def _parquet_batches(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
@@ -294,34 +305,31 @@ def _texts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return values
 
 
-def _jsonl_batches(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
-    records, yielded = [], False
+def _jsonl_records(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
+    count = 0
     with _open_text(path) as handle:
         for number, line in BoundedLines(handle, limits.hard_max_chars).numbered():
-            if len(records) >= limits.batch_rows:
-                yield records
-                records, yielded = [], True
+            count += 1
             if isinstance(line, LineTooLong):
-                records.append({SOURCE_ROW: number, PARSE_ERROR: str(line)})
+                yield {SOURCE_ROW: number, PARSE_ERROR: str(line)}
                 continue
             if not line.strip():
+                count -= 1
                 continue
             try:
                 obj = json.loads(line)
                 if not isinstance(obj, dict):
                     raise ValueError(f"a JSON {type(obj).__name__}, not an object")
             except RecursionError:
-                records.append({SOURCE_ROW: number, PARSE_ERROR: f"line {number} is JSON nested too deeply"})
+                yield {SOURCE_ROW: number, PARSE_ERROR: f"line {number} is JSON nested too deeply"}
                 continue
             except ValueError as exc:
-                records.append({SOURCE_ROW: number, PARSE_ERROR: f"line {number} is not a JSON object: {exc}"})
+                yield {SOURCE_ROW: number, PARSE_ERROR: f"line {number} is not a JSON object: {exc}"}
                 continue
             present.update(obj)
-            records.append({**{c: _text(obj.get(c)) for c in columns}, SOURCE_ROW: number, PARSE_ERROR: None})
-    if (records or yielded) and not present:
+            yield {**{c: _text(obj.get(c)) for c in columns}, SOURCE_ROW: number, PARSE_ERROR: None}
+    if count and not present:
         raise LandingFileError(path, "no line is a JSON object; is this really JSON Lines?")
-    if records:
-        yield records
 
 
 def _csv_rows(reader, lines: BoundedLines):
@@ -338,7 +346,7 @@ def _csv_rows(reader, lines: BoundedLines):
             yield f"line {lines.number} cannot be read as CSV: {exc}"
 
 
-def _csv_batches(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
+def _csv_records(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
     with _open_text(path) as handle, _csv_field_limit(limits.hard_max_chars):
         lines = BoundedLines(handle, limits.hard_max_chars)
         reader = csv.reader(lines)
@@ -347,20 +355,12 @@ def _csv_batches(path: Path, columns: list[str], limits: LandingLimits, present:
             return
         header = [h.strip().lstrip("\ufeff") for h in header]
         present.update(header)
-        index, records = {name: i for i, name in enumerate(header)}, []
+        index = {name: i for i, name in enumerate(header)}
         for number, row in enumerate(_csv_rows(reader, lines), start=1):
-            if len(records) >= limits.batch_rows:
-                yield records
-                records = []
             if isinstance(row, str):
-                records.append({SOURCE_ROW: number, PARSE_ERROR: row})
-                continue
-            if not row:
-                continue
-            if len(row) != len(header):
-                records.append({SOURCE_ROW: number, PARSE_ERROR: f"line {number + 1} has {len(row)} fields, the header has {len(header)}"})
-                continue
-            records.append({**{c: (row[index[c]] if c in index and row[index[c]] != "" else None) for c in columns},
-                            SOURCE_ROW: number, PARSE_ERROR: None})
-        if records:
-            yield records
+                yield {SOURCE_ROW: number, PARSE_ERROR: row}
+            elif row and len(row) != len(header):
+                yield {SOURCE_ROW: number, PARSE_ERROR: f"line {number + 1} has {len(row)} fields, the header has {len(header)}"}
+            elif row:
+                yield {**{c: (row[index[c]] if c in index and row[index[c]] != "" else None) for c in columns},
+                       SOURCE_ROW: number, PARSE_ERROR: None}
