@@ -16,7 +16,8 @@ import pandas as pd
 import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from assets.evaluation import EVALUATIONS, TestPairs, evaluation_on, evaluation_replace, evaluation_table, score_version
+from assets.evaluation import (EVALUATIONS, TEST_SCORES, TestPairs, evaluation_on, evaluation_replace, evaluation_table,
+                               score_table, score_version)
 from assets.iterations import ITERATIONS
 from models.evaluation import QUERY_SLICE
 from models.metrics import TEST, paired_bootstrap
@@ -81,22 +82,27 @@ def arm_runs(paths: SermPaths, seeds: tuple[int, ...]) -> list[ArmRun]:
 
 def final_evaluations(run: ArmRun, windows: TestWindows, session, model_settings, run_id: str) -> dict:
     """version -> its evaluation rows on this home's test pairs as of ``windows.as_of``: stored rows where the
-    version was scored on these very pairs (a version's scores on given pairs never change), else scored now,
-    once, and stored in the home's gold/evaluations like any other evaluation."""
+    version was scored on these very pairs (a version's scores on given pairs never change), else evaluated now
+    (scoring only the pairs it has not scored before) and stored in the home's gold/evaluations and
+    gold/test_scores like any other evaluation."""
     store, registry = DeltaStore(run.paths.lakehouse), Registry.under(run.paths.home)
     tests = TestPairs.read(session, store, windows)
     found, scored = {}, []
     for version in dict.fromkeys(v for _, v in run.served):
         found[version] = evaluation_on(store, version, tests.digest)
         if found[version] is None:
-            found[version] = score_version(model_settings.scorer(registry.model_dir(version)), tests, version,
-                                           "", run_id)
-            scored.append(found[version])
+            scored.append(score_version(store, lambda v=version: model_settings.scorer(registry.model_dir(v)),
+                                        tests, version, "", run_id))
+            found[version] = scored[-1].rows
     if scored:
-        store.write(table_name(EVALUATIONS), evaluation_table(scored), partition_by=["model_version"],
-                    replace=evaluation_replace(store, [t["model_version"].iat[0] for t in scored], tests.digest),
-                    lineage={"dagster_run_id": run_id, "asset_key": table_name(EVALUATIONS),
-                             "written_by": table_name(EVOLUTION_REPORT), "test_pairs_digest": tests.digest})
+        lineage = {"dagster_run_id": run_id, "written_by": table_name(EVOLUTION_REPORT),
+                   "test_pairs_digest": tests.digest}
+        store.write(table_name(EVALUATIONS), evaluation_table([v.rows for v in scored]), partition_by=["model_version"],
+                    replace=evaluation_replace(store, [v.rows["model_version"].iat[0] for v in scored], tests.digest),
+                    lineage={**lineage, "asset_key": table_name(EVALUATIONS)})
+        scores, replace = score_table(store, scored)
+        store.write(table_name(TEST_SCORES), scores, partition_by=["model_version"], replace=replace,
+                    lineage={**lineage, "asset_key": table_name(TEST_SCORES)})
     return found
 
 

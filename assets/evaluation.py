@@ -4,7 +4,9 @@ sets, as of the iteration's window end; promotion on the validation parts."""
 import hashlib
 from dataclasses import dataclass
 from datetime import date
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from dagster import (
@@ -12,16 +14,19 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
+    AssetSpec,
     MaterializeResult,
     MetadataValue,
     asset,
     asset_check,
+    multi_asset,
 )
 
 from assets.ingest import BRONZE_CATALOG, BRONZE_JUDGMENTS, BRONZE_QUERY_LOGS
 from assets.mining import iteration_window
 from assets.training import RELEVANCE_MODEL, SEED_ALIAS, SEED_MODEL
-from models.evaluation import evaluate_on_test_sets, markdown_table, promotion_decision
+from models.evaluation import PROBABILITY_COLUMNS, markdown_table, metrics_by_set, promotion_decision, with_predictions
+from models.inference import Scorer
 from serm_dagster.registry import CHALLENGER, CHAMPION
 from models.metrics import TEST
 from models.progress import reporting_to
@@ -39,6 +44,7 @@ PROMOTION_CHECK = "challenger_beats_champion"
 GROUP = "evaluation"
 OWNERS = ["team:serm"]
 EVALUATIONS = AssetKey(["gold", "evaluations"])
+TEST_SCORES = AssetKey(["gold", "test_scores"])
 PROMOTIONS = AssetKey(["gold", "promotions"])
 
 EVALUATION_TYPES = pa.schema([
@@ -96,11 +102,69 @@ class TestPairs:
         return cls(pairs, windows.as_of, store.version(table_name(BRONZE_JUDGMENTS)), pairs_digest(pairs))
 
 
-def score_version(scorer, tests: TestPairs, version: str, aliases: str, run_id: str) -> pd.DataFrame:
-    """One version's evaluation rows (``EVALUATION_TYPES``) on the test pairs."""
-    return evaluate_on_test_sets(scorer, tests.pairs, f"evaluating version {version}").assign(
+# A model's probabilities on each judged pair it was evaluated on, keyed by the pair and a digest of the document
+# text it read (a changed text is scored anew). An iteration's evaluation then scores only what is new: the
+# challenger, and the pairs judged since the champion and the seed model were last scored.
+SCORE_KEY = ["query", "language", "doc_id", "doc_digest"]
+TEST_SCORE_TYPES = pa.schema([
+    ("model_version", pa.string()), ("query", pa.string()), ("language", pa.string()), ("doc_id", pa.string()),
+    ("doc_digest", pa.string()), *[(column, pa.float64()) for column in PROBABILITY_COLUMNS],
+    ("scored_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def doc_digests(texts: pd.Series) -> pd.Series:
+    return texts.map(lambda text: hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16])
+
+
+def stored_scores(store, versions: list[str]) -> pd.DataFrame:
+    """The stored rows (``TEST_SCORE_TYPES``) of these model versions."""
+    name = table_name(TEST_SCORES)
+    rows = store.read_arrow(name, filters=[("model_version", "in", versions)]) if store.exists(name) else None
+    if rows is None or set(rows.schema.names) != set(TEST_SCORE_TYPES.names):  # none yet, or an older layout
+        return TEST_SCORE_TYPES.empty_table().to_pandas()
+    return rows.to_pandas()
+
+
+@dataclass(frozen=True)
+class VersionScores:
+    """One version's evaluation rows (``EVALUATION_TYPES``) and the pair scores computed for them now."""
+
+    rows: pd.DataFrame
+    new_scores: pd.DataFrame
+
+
+def score_version(store, scorer_of: Callable[[], Scorer], tests: TestPairs, version: str, aliases: str,
+                  run_id: str) -> VersionScores:
+    """One version's evaluation on the test pairs: the pairs it scored before (same document text) read from
+    gold/test_scores, the others scored now (``scorer_of`` loads the model only when there are any)."""
+    pairs = tests.pairs.assign(doc_digest=doc_digests(tests.pairs["doc_text"]))
+    stored = stored_scores(store, [version]).drop_duplicates(SCORE_KEY)
+    probs = pairs[SCORE_KEY].merge(stored[[*SCORE_KEY, *PROBABILITY_COLUMNS]], on=SCORE_KEY, how="left")[
+        PROBABILITY_COLUMNS].to_numpy(dtype=np.float64)
+    missing = np.isnan(probs[:, 0])
+    fresh = pairs[missing].drop_duplicates(SCORE_KEY)
+    if len(fresh):
+        with_new = scorer_of().predict_proba(fresh["query"].tolist(), fresh["doc_text"].tolist(),
+                                             f"evaluating version {version}")
+        fresh = fresh[SCORE_KEY].assign(**{c: with_new[:, i].astype(np.float64)
+                                           for i, c in enumerate(PROBABILITY_COLUMNS)})
+        probs[missing] = pairs.loc[missing, SCORE_KEY].merge(fresh, on=SCORE_KEY, how="left")[
+            PROBABILITY_COLUMNS].to_numpy(dtype=np.float64)
+    rows = metrics_by_set(with_predictions(tests.pairs, probs)).assign(
         model_version=version, aliases=aliases, dagster_run_id=run_id, judgments_version=tests.judgments_version,
         test_pairs_digest=tests.digest, as_of=tests.as_of, evaluated_at=pd.Timestamp.now(tz="UTC"))
+    return VersionScores(rows, fresh.assign(model_version=version, scored_at=pd.Timestamp.now(tz="UTC")))
+
+
+def score_table(store, scored: list[VersionScores]) -> tuple[pa.Table, dict]:
+    """What gold/test_scores gets from these evaluations: each version's stored rows plus its new ones, and
+    the ``replace`` that rewrites only those versions' partitions."""
+    versions = sorted({v.rows["model_version"].iat[0] for v in scored})
+    frames = [stored_scores(store, versions), *[v.new_scores for v in scored]]
+    table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True)[TEST_SCORE_TYPES.names],
+                                 schema=TEST_SCORE_TYPES, preserve_index=False)
+    return table, {"model_version": versions}
 
 
 def evaluation_table(rows: list[pd.DataFrame]) -> pa.Table:
@@ -117,22 +181,26 @@ def evaluation_replace(store, versions: list[str], digest: str) -> dict | None:
     return {"model_version": sorted(versions), "test_pairs_digest": [digest]}
 
 
-@asset(
-    key=EVALUATIONS,
-    deps=[RELEVANCE_MODEL, SEED_MODEL, BRONZE_JUDGMENTS, BRONZE_CATALOG, BRONZE_QUERY_LOGS],
-    group_name=GROUP,
-    kinds={"pytorch", "mlflow", "delta"},
-    owners=OWNERS,
-    code_version="2",
-    description="NDCG@1, NDCG@4 and label accuracy of the champion, challenger and seed models on the static "
-                "test set (seen in the seed period) and the evolving one (the evolving_days days ending at the "
-                "iteration's as-of day, its window's end), each cut by query into a validation part (promotion "
-                "decides on it) and a test part (reports show it); overall, per language family, per language "
-                "and per query: one row per model version x test pairs x set x part x slice x metric.",
+@multi_asset(
+    name="evaluate_models",
+    specs=[
+        AssetSpec(EVALUATIONS, deps=[RELEVANCE_MODEL, SEED_MODEL, BRONZE_JUDGMENTS, BRONZE_CATALOG, BRONZE_QUERY_LOGS],
+                  group_name=GROUP, kinds={"pytorch", "mlflow", "delta"}, owners=OWNERS, code_version="2",
+                  description="NDCG@1, NDCG@4 and label accuracy of the champion, challenger and seed models on the "
+                              "static test set (seen in the seed period) and the evolving one (the evolving_days "
+                              "days ending at the iteration's as-of day, its window's end), each cut by query into "
+                              "a validation part (promotion decides on it) and a test part (reports show it); "
+                              "overall, per language family, per language and per query: one row per model "
+                              "version x test pairs x set x part x slice x metric."),
+        AssetSpec(TEST_SCORES, deps=[RELEVANCE_MODEL, SEED_MODEL, BRONZE_JUDGMENTS, BRONZE_CATALOG],
+                  group_name=GROUP, kinds={"pytorch", "delta"}, owners=OWNERS, code_version="1",
+                  description="Each evaluated model version's probabilities p0..p3 on every judged test pair it "
+                              "was scored on (keyed by the pair and a digest of the document text): an evaluation "
+                              "scores only the pairs a version has not scored before."),
+    ],
 )
 def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
-                mlflow_resource: MlflowResource, model_settings: ModelSettings,
-                mining_settings: MiningSettings) -> MaterializeResult:
+                mlflow_resource: MlflowResource, model_settings: ModelSettings, mining_settings: MiningSettings):
     store = lakehouse.store
     registry = mlflow_resource.registry(lakehouse.paths.home)
     tests = TestPairs.read(spark.get_session(), store, test_windows(store, model_settings, mining_settings))
@@ -140,27 +208,35 @@ def evaluations(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     # a version already evaluated on these very test pairs keeps its rows: a model's scores do not change
     stored = {v: evaluation_on(store, v, tests.digest) for v in interest}
     stale = {v: a for v, a in interest.items() if stored[v] is None}
-    tables = []
+    scored = []
     for version, aliases in stale.items():
         with reporting_to(context.log.info):
-            table = score_version(model_settings.scorer(registry.model_dir(version)), tests, version,
-                                  ",".join(aliases), context.run_id)
-        tables.append(table)
-        log_headlines(registry, version, table)
-    current = pd.concat([*tables, *[stored[v].assign(aliases=",".join(a))
-                                    for v, a in interest.items() if v not in stale]], ignore_index=True)
+            scored.append(score_version(store, lambda v=version: model_settings.scorer(registry.model_dir(v)),
+                                        tests, version, ",".join(aliases), context.run_id))
+        log_headlines(registry, version, scored[-1].rows)
+    current = pd.concat([*[v.rows for v in scored], *[stored[v].assign(aliases=",".join(a))
+                                                       for v, a in interest.items() if v not in stale]],
+                        ignore_index=True)
     shown = current.assign(model=current["model_version"] + " (" + current["aliases"] + ")")
     sizes = tests.pairs.groupby(["test_set", "part"]).size()
+    new_scores = sum(len(v.new_scores) for v in scored)
     metadata = {"test_pairs": MetadataValue.json({f"{t} {p}": int(n) for (t, p), n in sizes.items()}),
                 "as_of": str(tests.as_of), "test_pairs_digest": tests.digest,
-                "evaluated": MetadataValue.json(sorted(stale)), "evaluation": MetadataValue.md(markdown_table(shown))}
+                "evaluated": MetadataValue.json(sorted(stale)), "pairs_scored_now": new_scores,
+                "evaluation": MetadataValue.md(markdown_table(shown))}
     upstream = {table_name(BRONZE_JUDGMENTS): tests.judgments_version,
                 table_name(BRONZE_CATALOG): store.version(table_name(BRONZE_CATALOG))}
-    if not tables:
-        return MaterializeResult(metadata={**metadata, "delta_version": store.version(table_name(EVALUATIONS))})
-    return write_asset_table(context, store, EVALUATIONS, evaluation_table(tables), partition_by=["model_version"],
-                             replace=evaluation_replace(store, list(stale), tests.digest), upstream=upstream,
-                             metadata=metadata)
+    if not scored:
+        for key in (EVALUATIONS, TEST_SCORES):
+            yield MaterializeResult(asset_key=key, metadata={**metadata, "delta_version": store.version(table_name(key))})
+        return
+    yield write_asset_table(context, store, EVALUATIONS, evaluation_table([v.rows for v in scored]),
+                            partition_by=["model_version"],
+                            replace=evaluation_replace(store, list(stale), tests.digest), upstream=upstream,
+                            metadata=metadata)
+    scores, replace = score_table(store, scored)
+    yield write_asset_table(context, store, TEST_SCORES, scores, partition_by=["model_version"], replace=replace,
+                            upstream=upstream, metadata={"pairs_scored_now": new_scores})
 
 
 def log_headlines(registry, version: str, table: pd.DataFrame) -> None:

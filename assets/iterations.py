@@ -7,7 +7,7 @@ import pyarrow as pa
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from assets.annotation import annotate_mined_samples
-from assets.evaluation import EVALUATIONS, PROMOTIONS, TestPairs, evaluation_on
+from assets.evaluation import EVALUATIONS, PROMOTIONS, TestPairs, evaluation_on, evaluations
 from assets.mining import DRIFT_REPORTS, MINED_SAMPLES
 from assets.training import CONSENSUS_LABELS, RELEVANCE_MODEL, TRAINING_SETS
 from models.metrics import TEST
@@ -20,7 +20,7 @@ ITERATIONS = AssetKey(["gold", "iterations"])
 # the step that materializes each stage's table, as Dagster names it
 STAGE_STEPS = {
     "drift": "gold__drift_reports", "mine": "gold__mined_samples", "annotate": annotate_mined_samples.op.name,
-    "assemble": "gold__training_sets", "train": "models__relevance_model", "evaluate": "gold__evaluations",
+    "assemble": "gold__training_sets", "train": "models__relevance_model", "evaluate": evaluations.op.name,
     "promote": "gold__promotions",
 }
 ITERATION_TYPES = pa.schema([

@@ -58,7 +58,7 @@ STAGES = {
     "agreement analytics": ("analytics__agent_agreement",),
     "training set": ("gold__training_sets",),
     "retraining": ("models__relevance_model",),
-    "evaluation": ("gold__evaluations",),
+    "evaluation": ("evaluate_models", "gold__evaluations", "gold__test_scores"),
     "promotion (gate + alias)": ("gold__evaluations_challenger_beats_champion", "gold__promotions"),
     "record": ("gold__iterations",),
 }

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from models.inference import Scorer
 from models.metrics import TEST, VALIDATION, evaluate, ndcg_per_query, paired_bootstrap
 
 
-def score_pairs(scorer: Scorer, pairs: pd.DataFrame, step: str = "evaluation") -> pd.DataFrame:
-    """``pairs`` with ``score`` (expected label), ``pred_label`` (most likely label) and ``p0..p3``."""
-    probs = scorer.predict_proba(pairs["query"].tolist(), pairs["doc_text"].tolist(), step)
+PROBABILITY_COLUMNS = ["p0", "p1", "p2", "p3"]  # Pr(label | query, document), label 0..3
+
+
+def with_predictions(pairs: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+    """``pairs`` with ``p0..p3`` (``probs``, one row per pair), ``score`` (expected label) and ``pred_label``
+    (most likely label)."""
     scored = pairs.copy()
-    for label in range(4):
-        scored[f"p{label}"] = probs[:, label]
+    for label, column in enumerate(PROBABILITY_COLUMNS):
+        scored[column] = probs[:, label]
     scored["score"] = probs @ [0.0, 1.0, 2.0, 3.0]
     scored["pred_label"] = probs.argmax(axis=1)
     return scored
+
+
+def score_pairs(scorer: Scorer, pairs: pd.DataFrame, step: str = "evaluation") -> pd.DataFrame:
+    """``pairs`` scored by ``scorer`` (see ``with_predictions``)."""
+    return with_predictions(pairs, scorer.predict_proba(pairs["query"].tolist(), pairs["doc_text"].tolist(), step))
 
 
 SET_COLUMNS = ["test_set", "part"]  # what one evaluation table is grouped by

@@ -510,6 +510,12 @@ TABLE_SCHEMAS.update({
         "test_pairs_digest": Column(str), "as_of": Column("datetime64[ns]", nullable=True),
         "evaluated_at": Column("datetime64[ns, UTC]"),
     }),
+    "gold/test_scores": _table("gold/test_scores", {
+        "model_version": Column(str), "query": Column(str, Check.str_length(min_value=1)), "language": LANGUAGE,
+        "doc_id": Column(str), "doc_digest": Column(str, Check.str_length(min_value=1)),
+        **{f"p{label}": Column("float64", Check.in_range(0, 1)) for label in LABELS},
+        "scored_at": Column("datetime64[ns, UTC]"),
+    }),
     "gold/promotions": _table("gold/promotions", {
         "decided_at": Column("datetime64[ns, UTC]"), "dagster_run_id": Column(str),
         "previous_champion": Column(str, nullable=True), "champion": Column(str), "promoted": Column(bool),

@@ -47,7 +47,7 @@ def webserver(tmp_path_factory):
         resources = {**default_resources(), "lakehouse": LakehouseResource(home=str(home)),
                      "model_settings": ModelSettings(backbone=tiny_backbone(home / "tiny"), epochs=1, max_length=32)}
         assert materialize([*all_assets, *all_checks], resources=resources, instance=DagsterInstance.get(),
-                           selection=["gold/training_sets", "models/seed_model", "gold/evaluations",
+                           selection=["gold/training_sets", "models/seed_model", "gold/evaluations", "gold/test_scores",
                                       "gold/promotions"]).success
     port = free_port()
     server = subprocess.Popen(

@@ -60,7 +60,8 @@ def run(home, selection, instance=None, **settings):
 
 def test_seed_model_is_registered_evaluated_and_becomes_champion(trained_home):
     instance = DagsterInstance.ephemeral()
-    result = run(trained_home, ["gold/training_sets", "models/seed_model", "gold/evaluations", "gold/promotions"],
+    result = run(trained_home, ["gold/training_sets", "models/seed_model", "gold/evaluations", "gold/test_scores",
+                              "gold/promotions"],
                  instance)
     assert result.success
     # the run's log (the UI's) says how far the long steps are, terminal or not
@@ -216,7 +217,8 @@ def test_promotion_refuses_a_worse_model(trained_home):
         "language_family": "", "doc_id": seed["doc_id"], "label": 3 - seed["label"], "agreeing_agents": [["x"]] * len(seed),
         "n_voters": 2, "rationale": "inverted on purpose"}).astype({"pair_id": str}), preserve_index=False)
     store.write("gold/consensus_labels", inverted, lineage={"test": "inverted labels"})
-    result = run(trained_home, ["gold/training_sets", "models/relevance_model", "gold/evaluations", "gold/promotions"])
+    result = run(trained_home, ["gold/training_sets", "models/relevance_model", "gold/evaluations", "gold/test_scores",
+                              "gold/promotions"])
     registry = Registry.under(trained_home)
     assert registry.alias_version(CHALLENGER) == "2"
     check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "challenger_beats_champion")
