@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pandera
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from spark_jobs.landing import (SOURCE_FILE, SOURCE_ROW, LandingFileError, LandingLimits, iter_records,
-                                landing_files)
+from spark_jobs.landing import (SOURCE_FILE, SOURCE_ROW, LandingFileError, LandingLimits, file_format, iter_records,
+                                landing_files, parquet_batches, parquet_records)
 from spark_jobs.schemas import (CATALOG, GLOSSARY, JUDGMENTS, QUERY_LOGS, TS_CHECK, Contract, parse_timestamps,
-                                stored_record, ts_in_range, validate_records)
+                                plain_query_logs, plain_timestamps, stored_record, ts_in_range, validate_records)
 from spark_jobs.ubi import UNKNOWN_LANGUAGE, read_ubi_file, ubi_log_records
 
 @dataclass
@@ -67,7 +68,15 @@ def scan_file_days(path: Path, source: str, limits: LandingLimits = LandingLimit
     """The days (ISO dates) a landing file has rows for; ``source`` is 'logs' or 'ubi'."""
     if source == "ubi":
         return _days_of(read_ubi_file(path, limits)["timestamp"])
-    return sorted({day for frame in iter_records(path, ["ts"], limits=limits) for day in _days_of(frame["ts"])})
+    if file_format(path) != "parquet":
+        return sorted({day for frame in iter_records(path, ["ts"], limits=limits) for day in _days_of(frame["ts"])})
+    days = set()
+    for batch, numbers in parquet_batches(path, ["ts"], limits=limits):
+        plain, typed = plain_timestamps(batch.column("ts"))  # typed timestamps in range at once, the rest as text
+        days.update(d.isoformat() for d in pc.unique(typed.filter(plain).cast(pa.date32())).to_pylist())
+        rest = ~plain.to_numpy(zero_copy_only=False)
+        days.update(_days_of(parquet_records(batch.filter(pa.array(rest)), numbers[rest], ["ts"], path)["ts"]))
+    return sorted(days)
 
 
 def landing_index(landing: Path, index_file: Path, limits: LandingLimits = LandingLimits()) -> dict[str, dict]:
@@ -128,12 +137,45 @@ def collect_query_logs(index: dict[str, dict], days: Iterable[str], ubi_language
             raw_events["maps_to"] = maps_to
             events.append(_validate(raw_events, UBI_CONTRACT, UBI_EVENT_TYPES, "timestamp", limits))
             frames = [records]
+        elif file_format(Path(path)) == "parquet":
+            logs += _parquet_logs(Path(path), home, days, limits)
+            continue
         else:
             frames = iter_records(Path(path), QUERY_LOGS.required, QUERY_LOGS.optional, limits)
-        for raw in frames:
-            raw["_day"] = _assign_days(raw, "ts", home)
-            logs.append(_validate(raw[raw["_day"].isin(days)], QUERY_LOGS, QUERY_LOG_TYPES, "ts", limits))
+        logs += [_validated_logs(raw, home, days, limits) for raw in frames]
     return _merged(logs, QUERY_LOG_TYPES, log_files), _merged(events, UBI_EVENT_TYPES, [])
+
+
+def _validated_logs(raw: pd.DataFrame, home: str, days: set[str], limits: LandingLimits) -> Batch:
+    """Raw log records of ``days`` validated (``validate_records``); rows that no timestamp dates are ``home``'s."""
+    raw["_day"] = _assign_days(raw, "ts", home)
+    return _validate(raw[raw["_day"].isin(days)], QUERY_LOGS, QUERY_LOG_TYPES, "ts", limits)
+
+
+def _parquet_logs(path: Path, home: str, days: set[str], limits: LandingLimits) -> list[Batch]:
+    """A Parquet log file's rows of ``days``, a batch at a time: the rows that plainly keep the contract typed at
+    once with Arrow compute (``plain_query_logs``), the others through ``validate_records``; in file order."""
+    batches, types = [], arrow_schema({c: QUERY_LOG_TYPES[c] for c in QUERY_LOGS.kinds})
+    for batch, numbers in parquet_batches(path, QUERY_LOGS.required, QUERY_LOGS.optional, limits):
+        plain, typed = plain_query_logs(batch, types, limits)
+        kept = _in_days(typed.append_column("source_file", pa.array(np.full(len(typed), str(path), dtype=object),
+                                                                     pa.string()))
+                        .append_column("source_row", pa.array(numbers[plain])), days)
+        checked = _validated_logs(parquet_records(batch.filter(pa.array(~plain)), numbers[~plain],
+                                                  QUERY_LOGS.kinds, path), home, days, limits)
+        both = pa.concat_tables([kept, checked.kept])
+        if checked.kept.num_rows and kept.num_rows:
+            both = both.take(pc.sort_indices(both["source_row"]))
+        batches.append(Batch(both, checked.quarantined, kept.num_rows + checked.rows_in))
+    return batches
+
+
+def _in_days(typed: pa.Table, days: set[str]) -> pa.Table:
+    """Typed log rows of ``days``, with their ``date``, in ``QUERY_LOG_TYPES``' columns."""
+    day = typed["ts"].cast(pa.date32())
+    dated = typed.append_column("date", day).filter(pc.is_in(day, pa.array(sorted(map(date.fromisoformat, days)),
+                                                                          pa.date32())))
+    return dated.select(list(QUERY_LOG_TYPES))
 
 
 def _validate(raw: pd.DataFrame, contract: Contract, types: dict[str, str], ts_column: str = "ts",

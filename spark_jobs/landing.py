@@ -278,16 +278,45 @@ def _batched(records: Iterator[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
+def parquet_batches(path: Path, required: Iterable[str], optional: Iterable[str] = (),
+                    limits: LandingLimits = LandingLimits(), present: set[str] | None = None
+                    ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """A Parquet landing file as Arrow batches of at most ``limits.batch_rows`` rows of the columns
+    ``required + optional`` it has (no other column is loaded), each with its rows' record numbers (1-based).
+
+    Raises ``LandingFileError`` as ``iter_records`` does: a file that cannot be read, or lacks a required column
+    (before its first batch). ``present``, where given, gets the file's column names."""
+    required, optional, present = list(required), list(optional), set() if present is None else present
+    try:
+        parquet = pq.ParquetFile(path)
+        present.update(parquet.schema_arrow.names)
+        _check_columns(path, required, present, False)
+        wanted, first = [c for c in required + optional if c in present], 1
+        for batch in parquet.iter_batches(batch_size=limits.batch_rows, columns=wanted):
+            yield batch, np.arange(first, first + batch.num_rows, dtype=np.int64)
+            first += batch.num_rows
+    except LandingFileError:
+        raise
+    except Exception as exc:  # a corrupt or mislabelled file
+        raise LandingFileError(path, f"cannot be read as parquet: {exc}") from exc
+
+
+def _parquet_texts(batch: pa.RecordBatch, numbers: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame({c: _texts(batch.column(c)) for c in batch.schema.names}, index=pd.RangeIndex(len(numbers)))
+    frame[SOURCE_ROW] = numbers
+    frame[PARSE_ERROR] = None
+    return frame
+
+
+def parquet_records(batch: pa.RecordBatch, numbers: np.ndarray, columns: Iterable[str], path: Path) -> pd.DataFrame:
+    """Rows of a Parquet batch of ``path`` (record numbers ``numbers``) as ``iter_records`` gives them: each value
+    as text (see ``_texts``), the ``columns`` it lacks as None."""
+    return _frame(_parquet_texts(batch, numbers), columns, path)
+
+
 def _parquet_batches(path: Path, columns: list[str], limits: LandingLimits, present: set[str]):
-    parquet = pq.ParquetFile(path)
-    present.update(parquet.schema_arrow.names)
-    wanted, first = [c for c in columns if c in present], 1  # no other column is loaded
-    for batch in parquet.iter_batches(batch_size=limits.batch_rows, columns=wanted):
-        frame = pd.DataFrame({c: _texts(batch.column(c)) for c in wanted}, index=pd.RangeIndex(batch.num_rows))
-        frame[SOURCE_ROW] = np.arange(first, first + batch.num_rows, dtype=np.int64)
-        frame[PARSE_ERROR] = None
-        first += batch.num_rows
-        yield frame
+    for batch, numbers in parquet_batches(path, [], columns, limits, present):
+        yield _parquet_texts(batch, numbers)
 
 
 def _texts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -402,6 +402,8 @@ def validate_records(raw: pd.DataFrame, contract: Contract, limits: LandingLimit
         table_cases = cases[cases["index"].isna()]
         if len(table_cases):  # coercion above fixes every dtype, so this is a bug, not bad data
             raise RuntimeError(f"{contract.name}: schema-level failures after coercion:\n{table_cases}")
+        order = {column: i for i, column in enumerate(contract.kinds)}  # a row's reasons in column order, however
+        row_cases = row_cases.sort_values("column", key=lambda c: c.map(order), kind="stable")  # pandera lists them
         for _, case in row_cases.iterrows():
             i, column, check = int(case["index"]), str(case["column"]), str(case["check"])
             if column in failed_columns.get(i, ()):
@@ -587,3 +589,91 @@ TABLE_SCHEMAS["gold/evolution_report"] = DataFrameSchema({
     "metric": Column(str, Check.isin(["ndcg@1", "ndcg@4", "accuracy"])),
     "value": Column("float64", Check.in_range(0, 100), nullable=True), "test_pairs_digest": Column(str),
 }, name="gold/evolution_report", coerce=True, strict=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Query-log rows that plainly keep the contract, found column at a time with Arrow compute.
+#
+# A Parquet batch of query logs is mostly rows that break no rule, in typed columns. Those rows are kept as they
+# are, typed as bronze stores them; every other row goes through ``validate_records``, the one place that says
+# why a row is rejected. The test is conservative: each rule below is one of ``QUERY_LOG_FIELDS``' or the text
+# rules, narrowed (a value with something to strip, an integer dwell time or a NaN is left to
+# ``validate_records``), so a row it passes is one ``validate_records`` keeps with the same values
+# (tests/test_landing_validation.py compares the two).
+
+PLAIN_CONTROL = "[\\x00-\\x1f\\x7f-\\x9f]"  # CONTROL within valid UTF-8: Arrow strings hold no surrogates
+# begins and ends with a letter or digit of any script (RE2 classes; no such character is whitespace to Python's
+# ``strip``): nothing to strip, not blank
+PLAIN_TEXT_ENDS = "[\\p{L}\\p{N}](?s:.*[\\p{L}\\p{N}])?"
+MILLIS_PER_DAY = 86_400_000
+
+
+def _plain_text(column: pyarrow.Array, limit: int, pattern: str = PLAIN_TEXT_ENDS) -> pyarrow.Array:
+    """Strings that match ``pattern`` whole (so: nothing to strip, not blank), within ``limit`` characters and
+    free of control characters."""
+    if pyarrow.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if not (pyarrow.types.is_string(column.type) or pyarrow.types.is_large_string(column.type)):
+        return pyarrow.array(np.zeros(len(column), dtype=bool))
+    ok = pc.and_(pc.match_substring_regex(column, f"^(?:{pattern})$"),
+                 pc.less_equal(pc.utf8_length(column), limit))
+    return pc.fill_null(pc.and_not(ok, pc.match_substring_regex(column, PLAIN_CONTROL)), False)
+
+
+NANOS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def plain_timestamps(column: pyarrow.Array) -> tuple[pyarrow.Array, pyarrow.Array]:
+    """(which values are plain, the values as UTC timestamps in microseconds): epoch milliseconds as integers,
+    or Arrow timestamps (naive ones are UTC), between 2000-01-01 and tomorrow."""
+    if pyarrow.types.is_integer(column.type):
+        unit, values = "ms", column.cast(pyarrow.int64(), safe=False)  # a wrapped uint64 falls out of range
+    elif pyarrow.types.is_timestamp(column.type):
+        unit = column.type.unit  # the stored values are UTC, whatever zone the type names
+        values = column.cast(pyarrow.timestamp(unit)).cast(pyarrow.int64())
+    else:
+        return pyarrow.array(np.zeros(len(column), dtype=bool)), pyarrow.nulls(len(column), pyarrow.timestamp("us", tz="UTC"))
+    per = NANOS_PER_UNIT[unit]
+    latest = (pd.Timestamp(datetime.now(timezone.utc)) + pd.Timedelta(days=1)).value // per
+    ok = pc.fill_null(pc.and_(pc.greater_equal(values, -(-EARLIEST_TS.value // per)), pc.less_equal(values, latest)), False)
+    kept = pc.if_else(ok, values, 0)  # in range: no overflow below
+    micros = pc.divide(kept, 1_000) if unit == "ns" else pc.multiply(kept, per // 1_000)  # ns: positive, floored
+    return ok, micros.cast(pyarrow.timestamp("us", tz="UTC"))
+
+
+def _plain_integers(column: pyarrow.Array, low: int, high: int) -> pyarrow.Array:
+    if not pyarrow.types.is_integer(column.type):
+        return pyarrow.array(np.zeros(len(column), dtype=bool))
+    return pc.fill_null(pc.and_(pc.greater_equal(column, low), pc.less_equal(column, high)), False)
+
+
+LOG_TEXT_COLUMNS = ("request_id", "session_id", "query", "language", "doc_id")
+
+
+def plain_query_logs(batch: pyarrow.RecordBatch, types: pyarrow.Schema, limits: LandingLimits = LandingLimits()
+                     ) -> tuple[np.ndarray, pyarrow.Table]:
+    """(which rows of a query-log batch plainly keep the contract, those rows as a table of ``types``: the
+    contract's columns typed as bronze stores them)."""
+    n = batch.num_rows
+    nowhere = pyarrow.array(np.zeros(n, dtype=bool))
+
+    def column(name: str) -> pyarrow.Array:
+        return batch.column(name) if name in batch.schema.names else pyarrow.nulls(n)
+
+    checks = [_plain_text(column(c), limits.max_chars(TEXT_KINDS.get(c, "id")),
+                          LANGUAGE_PATTERN[1:-1] if c == "language" else PLAIN_TEXT_ENDS) for c in LOG_TEXT_COLUMNS]
+    plain_ts, ts = plain_timestamps(column("ts"))
+    clicked, dwell = column("clicked"), column("dwell_ms")
+    checks += [plain_ts, _plain_integers(column("position"), 1, 2**31 - 1),
+               pc.is_valid(clicked) if pyarrow.types.is_boolean(clicked.type) else nowhere]
+    if pyarrow.types.is_floating(dwell.type) or pyarrow.types.is_null(dwell.type):
+        checks.append(pc.fill_null(pc.and_(pc.is_finite(dwell.cast(pyarrow.float64())),
+                                           pc.greater_equal(dwell.cast(pyarrow.float64()), 0.0)), True))  # null: kept
+    else:
+        checks.append(nowhere)
+    mask = np.logical_and.reduce([check.to_numpy(zero_copy_only=False) for check in checks])
+    if not mask.any():  # (a column of another type may not even cast)
+        return mask, types.empty_table()
+    keep = pyarrow.array(mask)
+    values = {c: ts if c == "ts" else column(c) for c in types.names}
+    return mask, pyarrow.table([values[c].filter(keep).cast(types.field(c).type) for c in types.names], schema=types)
