@@ -1,7 +1,8 @@
 """Ingestion: landing files -> validated bronze rows (+ quarantine), per day.
 
 ``collect_*`` read landing files (Parquet a column at a time with Arrow, CSV and JSON Lines record by record) and
-validate them (pandas, column-wise); ``bronze_tables`` drops duplicate keys and gives the Arrow tables bronze and
+validate them (pandas, column-wise; in Parquet query logs, the rows that plainly keep the contract are found and
+typed with Arrow compute first, see ``schemas.plain_query_logs``); ``bronze_tables`` drops duplicate keys and gives the Arrow tables bronze and
 quarantine store. This stage runs on the driver, not in Spark: it is the one place that must name each rejected
 record's file and record number. Rows in = rows kept + rows quarantined, for every batch. ``limits`` (a
 ``LandingLimits``) bound what one landing record may hold; the defaults are the dataclass's.
