@@ -605,7 +605,10 @@ PLAIN_CONTROL = "[\\x00-\\x1f\\x7f-\\x9f]"  # CONTROL within valid UTF-8: Arrow 
 # begins and ends with a letter or digit of any script (RE2 classes; no such character is whitespace to Python's
 # ``strip``): nothing to strip, not blank
 PLAIN_TEXT_ENDS = "[\\p{L}\\p{N}](?s:.*[\\p{L}\\p{N}])?"
-MILLIS_PER_DAY = 86_400_000
+
+
+def _nowhere(n: int) -> pyarrow.Array:
+    return pyarrow.array(np.zeros(n, dtype=bool))
 
 
 def _plain_text(column: pyarrow.Array, limit: int, pattern: str = PLAIN_TEXT_ENDS) -> pyarrow.Array:
@@ -614,7 +617,7 @@ def _plain_text(column: pyarrow.Array, limit: int, pattern: str = PLAIN_TEXT_END
     if pyarrow.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if not (pyarrow.types.is_string(column.type) or pyarrow.types.is_large_string(column.type)):
-        return pyarrow.array(np.zeros(len(column), dtype=bool))
+        return _nowhere(len(column))
     ok = pc.and_(pc.match_substring_regex(column, f"^(?:{pattern})$"),
                  pc.less_equal(pc.utf8_length(column), limit))
     return pc.fill_null(pc.and_not(ok, pc.match_substring_regex(column, PLAIN_CONTROL)), False)
@@ -632,7 +635,7 @@ def plain_timestamps(column: pyarrow.Array) -> tuple[pyarrow.Array, pyarrow.Arra
         unit = column.type.unit  # the stored values are UTC, whatever zone the type names
         values = column.cast(pyarrow.timestamp(unit)).cast(pyarrow.int64())
     else:
-        return pyarrow.array(np.zeros(len(column), dtype=bool)), pyarrow.nulls(len(column), pyarrow.timestamp("us", tz="UTC"))
+        return _nowhere(len(column)), pyarrow.nulls(len(column), pyarrow.timestamp("us", tz="UTC"))
     per = NANOS_PER_UNIT[unit]
     latest = (pd.Timestamp(datetime.now(timezone.utc)) + pd.Timedelta(days=1)).value // per
     ok = pc.fill_null(pc.and_(pc.greater_equal(values, -(-EARLIEST_TS.value // per)), pc.less_equal(values, latest)), False)
@@ -643,7 +646,7 @@ def plain_timestamps(column: pyarrow.Array) -> tuple[pyarrow.Array, pyarrow.Arra
 
 def _plain_integers(column: pyarrow.Array, low: int, high: int) -> pyarrow.Array:
     if not pyarrow.types.is_integer(column.type):
-        return pyarrow.array(np.zeros(len(column), dtype=bool))
+        return _nowhere(len(column))
     return pc.fill_null(pc.and_(pc.greater_equal(column, low), pc.less_equal(column, high)), False)
 
 
@@ -655,7 +658,7 @@ def plain_query_logs(batch: pyarrow.RecordBatch, types: pyarrow.Schema, limits: 
     """(which rows of a query-log batch plainly keep the contract, those rows as a table of ``types``: the
     contract's columns typed as bronze stores them)."""
     n = batch.num_rows
-    nowhere = pyarrow.array(np.zeros(n, dtype=bool))
+    nowhere = _nowhere(n)
 
     def column(name: str) -> pyarrow.Array:
         return batch.column(name) if name in batch.schema.names else pyarrow.nulls(n)
