@@ -159,8 +159,7 @@ def _parquet_logs(path: Path, home: str, days: set[str], limits: LandingLimits) 
     batches, types = [], arrow_schema({c: QUERY_LOG_TYPES[c] for c in QUERY_LOGS.kinds})
     for batch, numbers in parquet_batches(path, QUERY_LOGS.required, QUERY_LOGS.optional, limits):
         plain, typed = plain_query_logs(batch, types, limits)
-        kept = _in_days(typed.append_column("source_file", pa.array(np.full(len(typed), str(path), dtype=object),
-                                                                     pa.string()))
+        kept = _in_days(typed.append_column("source_file", pa.repeat(pa.scalar(str(path)), len(typed)))
                         .append_column("source_row", pa.array(numbers[plain])), days)
         checked = _validated_logs(parquet_records(batch.filter(pa.array(~plain)), numbers[~plain],
                                                   QUERY_LOGS.kinds, path), home, days, limits)
