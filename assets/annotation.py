@@ -56,16 +56,17 @@ def seed_behaviour(session, store) -> pd.DataFrame:
     return seed.merge(behaviour, on=PAIR, how="left")
 
 
-def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSettings, window_start,
-                   window_end, targets: list | None = None) -> tuple[list, dict]:
+def embedded_panel(session, store, catalog: pd.DataFrame, settings: AnnotatorSettings, window_end,
+                   targets: list | None = None) -> tuple[list, dict]:
     """The default judges, learnt on the seed judgments (with the seed period's behaviour), knowing what the
-    glossary knew at the window's end (when there is one) and the window's clicks (to learn new words),
-    their gates calibrated for the label mix of ``targets`` (the pairs to judge); and their calibration
-    (for lineage)."""
+    glossary knew at the window's end (when there is one) and the clicks of ``click_history_days`` up to it (to
+    learn what query words stand for), their gates calibrated for the label mix of ``targets`` (the pairs to
+    judge); and their calibration (for lineage)."""
     glossary = store.read_arrow(table_name(BRONZE_GLOSSARY)).to_pandas() \
         if store.exists(table_name(BRONZE_GLOSSARY)) else None
+    first_day = (pd.Timestamp(window_end) - pd.Timedelta(days=settings.click_history_days - 1)).date()
     impressions = store.read_arrow(table_name(SILVER_IMPRESSIONS), columns=["query", "language", "doc_id", "clicks"],
-                                   filters=[("date", ">=", pd.Timestamp(window_start).date()),
+                                   filters=[("date", ">=", first_day),
                                             ("date", "<=", pd.Timestamp(window_end).date())]) \
         .to_pandas().groupby(["query", "language", "doc_id"], as_index=False)["clicks"].sum()
     agents = default_panel(catalog, glossary, seed_behaviour(session, store), as_of=window_end,
@@ -145,8 +146,7 @@ def annotate_mined_samples(context: AssetExecutionContext, spark: SparkResource,
     else:
         catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
         to_judge = pairs_to_judge(mined[[*PAIR, *BEHAVIOUR]], catalog, behaviour=mined[[*PAIR, *BEHAVIOUR]])
-        agents, panel = embedded_panel(session, store, catalog, annotator_settings, mined["window_start"].min(),
-                                       window_end, targets=to_judge)
+        agents, panel = embedded_panel(session, store, catalog, annotator_settings, window_end, targets=to_judge)
         llm_agents = annotator_settings.llm_panel()
         agents = [*agents, *llm_agents]
         panel = {"calibration": panel, "config_keys": {a.name: a.config_key() for a in agents}}

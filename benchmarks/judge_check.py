@@ -74,7 +74,7 @@ def main() -> None:
     settings = AnnotatorSettings(judge_options=options(args.set))
     frame["query"] = frame["query"].map(normalize_query)
     to_judge = pairs_to_judge(frame[[*PAIR, *BEHAVIOUR]], catalog, behaviour=frame[[*PAIR, *BEHAVIOUR]])
-    agents, calibration = embedded_panel(session, store, catalog, settings, start, end, targets=to_judge)
+    agents, calibration = embedded_panel(session, store, catalog, settings, end, targets=to_judge)
     built = time.perf_counter() - started
     result = annotate(to_judge, agents, settings.agreement())
     known = truth(paths.home)

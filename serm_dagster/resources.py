@@ -328,6 +328,8 @@ class AnnotatorSettings(shared_fields("AgreementFields", (AgreementSettings, AGR
         default={}, description="per embedded judge, its numeric options (models/agents/embedded.py JUDGE_OPTIONS): "
                                 "min_accuracy (the out-of-fold accuracy a vote needs: knowledge and features 0.6, behaviour 0.8), folds (fold "
                                 "models = reasoning paths, default 3), min_support (behaviour judge)")
+    click_history_days: int = Field(default=28, ge=1, description="the embedded judges learn what query words "
+                                    "stand for from the clicks of this many days up to the window's end")
     llm_agents: list[LlmAgentConfig] = Field(default=[], description="LLM judges added to the panel")
     min_backends: int | None = Field(default=None, description="a label needs agreeing judges of at least this "
                                      "many different backends (embedded, openai-chat...), so that judges fooled "

@@ -18,6 +18,7 @@ import pytest
 from models.agents import AgreementSettings, annotate
 from models.agents.base import PairToJudge
 from models.agents.embedded import DEFAULT_AGENTS, default_panel, pairs_to_judge, panel_calibration
+from models.agents.features import knowledge_features
 from models.agents.knowledge import CatalogKnowledge, KnowledgeSettings
 from models.agents.learned import estimate_prior, fit_gate, fit_learned, gate_weights, query_folds
 from models.agents.text import clean_document_text, value_parts
@@ -107,6 +108,23 @@ def test_new_words_are_learnt_from_what_shoppers_click():
     assert states(knowledge, "zoomy", "t1")["zoomy"][1] in {"contradicted", "missing"}
     assert states(knowledge, "zoomy", "k3")["zoomy"][1] in {"attributes", "title"}
     assert CatalogKnowledge.from_frames(CATALOG, settings=SMALL).explain(pair("zoomy", "k1"))[0].kind == "unknown"
+
+
+def test_click_links_say_which_title_words_searchers_of_a_word_take_for_it():
+    impressions = pd.DataFrame({"query": ["boiler vento", "boiler", "boiler", "toaster", "mug"], "language": "en",
+                                "doc_id": ["k1", "k3", "t1", "t1", "m1"], "clicks": [2, 1, 1, 3, 1]})
+    settings = replace(SMALL, min_link_clicks=3)
+    knowledge = CatalogKnowledge.from_frames(CATALOG, impressions=impressions, settings=settings)
+    # 3 of boiler's 4 clicks went to kettles, against 3 of all 8 clicks: an excess of 0.375
+    assert knowledge.link("boiler", {"kettle", "orla"}, "en") == 0.375
+    # steel is on the titles of 7 of the 8 clicks' documents, so boiler's 4 of 4 say little
+    assert knowledge.link("boiler", {"steel"}, "en") == 0.125
+    assert knowledge.link("boiler", {"toaster"}, "en") == 0.0 and knowledge.link("boiler", {"mug"}, "en") == 0.0
+    assert np.isnan(knowledge.link("mug", {"mug"}, "en"))  # one click: too few to say
+    features, _ = knowledge_features(knowledge, [pair("boiler", "k3"), pair("boiler", "t1"), pair("boiler", "m1")])
+    assert features["link_mean"].tolist() == [0.375, 0.125, 0.0] and features["link_known"].tolist() == [1.0] * 3
+    fewer = CatalogKnowledge.from_frames(CATALOG, impressions=impressions.iloc[:3], settings=settings)
+    assert knowledge.fingerprint() != fewer.fingerprint()
 
 
 def test_typos_are_repaired_to_the_one_title_word_they_are_close_to():

@@ -6,8 +6,10 @@ judgments and voting only where it was right out of fold:
 
 - ``knowledge``: what the catalogue itself knows (models/agents/knowledge.py): its title words, the
   vocabularies of its attributes under whatever names they have, the glossary when there is one,
-  and words learnt from the window's clicks. Per query word: does the document state it, contradict
-  it or leave it out. It abstains on a query whose words the catalogue does not know;
+  and what clicks teach (new words, and which title words each query word's clicks land on). Per
+  query word: does the document state it, contradict it or leave it out, and how strongly users
+  searching it take this document's title words for it. It abstains on a query whose words the
+  catalogue does not know;
 - ``features``: lexical and embedding similarity of the query, read in the catalogue's words, with
   the document's title, description and attribute values;
 - ``behaviour``: what users did with the pair: click-model attractiveness, clicks, dwell.
@@ -41,7 +43,7 @@ from .knowledge import CatalogKnowledge, KnowledgeSettings
 from .learned import LearnedJudge, fit_learned
 from .text import json_number, normalize_query, parse_attributes, tokenize
 
-KNOWLEDGE_VERSION = "knowledge-v2"
+KNOWLEDGE_VERSION = "knowledge-v3"
 FEATURES_VERSION = "features-v1"
 BEHAVIOUR_VERSION = "behaviour-v2"
 DEFAULT_AGENTS = ("knowledge", "features", "behaviour")
@@ -147,8 +149,8 @@ def default_panel(catalog: pd.DataFrame, glossary: pd.DataFrame | None, seed_jud
     ``seed_judgments``: query, language, doc_id, label (split seed), with the behaviour columns of the
     seed period (``BEHAVIOUR_FIELDS``) for the behaviour judge. ``glossary``: optional term, language,
     concept, added. ``as_of``: the newest day the panel may know (glossary entries added later are
-    ignored). ``impressions``: the window's query, language, doc_id, clicks (to learn new words from
-    clicks). ``judge_options``: per judge name, numbers among ``JUDGE_OPTIONS`` (``min_accuracy``: the
+    ignored). ``impressions``: query, language, doc_id, clicks of the days up to ``as_of`` the panel may
+    know (to learn new words and click links). ``judge_options``: per judge name, numbers among ``JUDGE_OPTIONS`` (``min_accuracy``: the
     out-of-fold accuracy a vote needs, ``DEFAULT_MIN_ACCURACY``; ``folds``: fold models = reasoning paths, default 3;
     ``min_support``: examined impressions the behaviour judge needs without a click, default 0.25).
     ``targets``: the pairs the panel is about to judge (the mined pairs); each judge's gate is calibrated

@@ -36,7 +36,9 @@ def _idf(knowledge: CatalogKnowledge, language: str, word: str) -> float:
 def knowledge_features(knowledge: CatalogKnowledge, pairs: Sequence[PairToJudge]) -> tuple[pd.DataFrame, np.ndarray]:
     """Per attribute key of the catalogue (under its own name), whether the query names a value of it that the
     document has (1), contradicts (-1) or does not state (0.5; not named: 0); and counts of query items by
-    where the document states them. Unusable where the catalogue knows none of the query's words."""
+    where the document states them; and the click links of the query's words to the document's title words
+    (``CatalogKnowledge.link``: mean, weakest, share of words with enough clicks to say). Unusable where the
+    catalogue knows none of the query's words."""
     rows, usable = [], []
     for pair in pairs:
         evidence = knowledge.explain(pair)
@@ -57,19 +59,26 @@ def knowledge_features(knowledge: CatalogKnowledge, pairs: Sequence[PairToJudge]
         missed = [w for e, w in zip(known, weights) if e.found in ("missing", "description", "contradicted")]
         row["missed_idf_share"] = sum(missed) / sum(weights) if weights else np.nan
         title = set(tokenize(clean_document_text(pair.title)))
-        row["query_words_in_title"] = np.mean([w in title for e in evidence for w in e.word.split()]) \
-            if evidence else np.nan
+        words = [w for e in evidence for w in e.word.split()]
+        row["query_words_in_title"] = np.mean([w in title for w in words]) if evidence else np.nan
+        links = np.array([knowledge.link(w, title, pair.language) for w in words], dtype=float)
+        known_links = links[~np.isnan(links)]
+        row["link_mean"] = known_links.mean() if len(known_links) else np.nan
+        row["link_min"] = known_links.min() if len(known_links) else np.nan
+        row["link_known"] = len(known_links) / len(links) if len(links) else np.nan
         rows.append(row)
         usable.append(row["items"] > row["unknown"])
     columns = ["items", "unknown", "read_as", *[f"key{i}" for i in range(len(knowledge.keys))],
-               *[f"items_{f}" for f in FOUND], "missed_idf_share", "query_words_in_title"]
+               *[f"items_{f}" for f in FOUND], "missed_idf_share", "query_words_in_title",
+               "link_mean", "link_min", "link_known"]
     return pd.DataFrame(rows, columns=columns), np.array(usable, dtype=bool)
 
 
 def describe_knowledge(row: pd.Series) -> str:
     return (f"query items {int(row['items'])}: stated in title/attributes "
             f"{int(row['items_title'] + row['items_attributes'])}, contradicted {int(row['items_contradicted'])}, "
-            f"missing {int(row['items_missing'])}, unknown {int(row['unknown'])}")
+            f"missing {int(row['items_missing'])}, unknown {int(row['unknown'])}"
+            + ("" if math.isnan(row["link_mean"]) else f"; clicks link its words to the title {row['link_mean']:.2f}"))
 
 
 class WordAligner:

@@ -12,7 +12,10 @@ how it names its fields:
 - **glossary** (optional, ``term, language, concept[, added]``): a term is read as the words of its
   concept, whatever format the concept is written in; entries added after ``as_of`` are unknown yet;
 - **words learnt from clicks**: a query word no title, value or glossary entry knows (new slang),
-  whose queries' clicks go mostly to documents whose titles share one word, is read as that word.
+  whose queries' clicks go mostly to documents whose titles share one word, is read as that word;
+- **click links** of every query word: how much more of its queries' clicks than of all clicks land on
+  documents whose title uses each title word (a click translation table: "pesi" -> "manubri"),
+  which tells a product type's other names and its neighbours where no glossary or category does.
 
 It answers two questions: how each query word relates to a document (:meth:`explain`, the evidence of
 the knowledge judge and of the LLM judges' prompts) and how a query reads in the catalogue's own
@@ -45,6 +48,8 @@ class KnowledgeSettings:
     min_alignment_docs: int = 3  # a title word is read as an attribute value when this many titles use it ...
     min_alignment_share: float = 0.9  # ... and this share of them have that value
     max_value_prior: float = 0.5  # ... a value this common says nothing (most documents have it)
+    min_link_clicks: int = 5  # a query word's click links: clicks of the queries that use it
+    min_link_excess: float = 0.05  # ... the least excess of a title word's share of them over its share of all clicks
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class CatalogKnowledge:
         self.readings: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = defaultdict(dict)  # glossary
         self.aligned: dict[str, dict[str, frozenset[tuple[str, tuple[str, ...]]]]] = defaultdict(dict)
         self.click_words: dict[str, dict[str, str]] = defaultdict(dict)  # language -> word -> what it reads as
+        self.links: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # language -> query word -> title word -> excess
         self._known: dict[str, set[str]] = {}
 
     # --- building -------------------------------------------------------------------------------
@@ -82,8 +88,8 @@ class CatalogKnowledge:
                     impressions: pd.DataFrame | None = None,
                     settings: KnowledgeSettings = KnowledgeSettings()) -> "CatalogKnowledge":
         """``catalog``: doc_id, language, title, attributes (JSON). ``glossary``: term, language, concept,
-        optional ``added`` (ISO date). ``impressions``: query, language, doc_id, clicks of the window, to
-        learn new words from clicks."""
+        optional ``added`` (ISO date). ``impressions``: query, language, doc_id, clicks (the days the judge
+        may know), to learn new words and click links."""
         knowledge = cls(settings)
         attributes = [parse_attributes(a) for a in catalog["attributes"]] if "attributes" in catalog else \
             [{}] * len(catalog)
@@ -96,6 +102,7 @@ class CatalogKnowledge:
             knowledge._learn_glossary(glossary, as_of)
         if impressions is not None and len(impressions):
             knowledge._learn_click_words(impressions, catalog)
+            knowledge._learn_links(impressions, catalog)
         return knowledge
 
     def _learn_values(self, attributes: list[dict]) -> None:
@@ -197,6 +204,41 @@ class CatalogKnowledge:
                               if n >= s.min_word_click_share * total]
             if candidates:
                 self.click_words[language][word] = max(candidates)[2]
+
+    def _learn_links(self, impressions: pd.DataFrame, catalog: pd.DataFrame) -> None:
+        """Per query word, how much more of its queries' clicks than of all clicks land on documents whose title
+        uses each title word: what users searching the word take for it (a click translation table). A title
+        word most documents use (a colour, "size") gets no more of one word's clicks than of anyone's."""
+        s = self.settings
+        titles = pd.DataFrame({"doc_id": catalog["doc_id"].astype(str), "language": catalog["language"].astype(str),
+                               "title_word": [sorted(set(tokenize(clean_document_text(t)))) for t in catalog["title"]]})
+        clicked = impressions[impressions["clicks"].fillna(0) > 0]
+        clicked = pd.DataFrame({"query_word": [sorted(set(tokenize(q))) for q in clicked["query"]],
+                                "language": clicked["language"].astype(str).to_numpy(),
+                                "doc_id": clicked["doc_id"].astype(str).to_numpy(),
+                                "clicks": clicked["clicks"].astype(float).to_numpy()})
+        landed = clicked.merge(titles, on=["doc_id", "language"]).explode("title_word").dropna(subset=["title_word"])
+        base = landed.groupby(["language", "title_word"])["clicks"].sum() \
+            / clicked.groupby("language")["clicks"].sum().reindex(landed["language"].unique())
+        words = clicked.explode("query_word").dropna(subset=["query_word"])
+        totals = words.groupby(["language", "query_word"])["clicks"].sum()
+        totals = totals[totals >= s.min_link_clicks]
+        pairs = landed.explode("query_word").dropna(subset=["query_word"])
+        shares = pairs.groupby(["language", "query_word", "title_word"])["clicks"].sum()
+        shares = shares / totals.reindex(shares.index.droplevel("title_word")).to_numpy()
+        excess = (shares - base.reindex(shares.index.droplevel("query_word")).to_numpy()).dropna()
+        for (language, word, title_word), lift in excess[excess >= s.min_link_excess].items():
+            self.links[language].setdefault(word, {})[title_word] = round(float(lift), 4)
+        for (language, word) in totals.index:
+            self.links[language].setdefault(word, {})
+
+    def link(self, word: str, title_words: set[str], language: str) -> float:
+        """How much more of the word's clicks than of all clicks went to documents using one of ``title_words``
+        (the most of them; nan: the word has too few clicks to say)."""
+        links = self.links.get(language, {}).get(word)
+        if links is None:
+            return float("nan")
+        return max((links.get(t, 0.0) for t in title_words), default=0.0)
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -321,10 +363,13 @@ class CatalogKnowledge:
                             "clicks": {lang: sorted(w.items()) for lang, w in self.click_words.items()},
                             "aligned": {lang: sorted([w, sorted([k, " ".join(v)] for k, v in kvs)] for w, kvs in a.items())
                                         for lang, a in self.aligned.items()},
+                            "links": {lang: sorted([w, sorted(t.items())] for w, t in links.items())
+                                      for lang, links in self.links.items()},
                             "settings": asdict(self.settings)})
 
     def summary(self) -> dict:
         return {"languages": dict(self.n_docs), "vocabulary_keys": {k: len(c) for k, c in sorted(self.values.items())},
                 "glossary_terms": sum(len(r) for r in self.readings.values()),
                 "aligned_title_words": {lang: len(a) for lang, a in self.aligned.items()},
-                "click_words": {lang: dict(sorted(w.items())[:20]) for lang, w in self.click_words.items()}}
+                "click_words": {lang: dict(sorted(w.items())[:20]) for lang, w in self.click_words.items()},
+                "linked_query_words": {lang: len(links) for lang, links in self.links.items()}}
