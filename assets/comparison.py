@@ -156,6 +156,20 @@ def paired_differences(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=DIFFERENCE_COLUMNS)
 
 
+def pooled_reports(reports: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Several replays' report rows (per replay name, its ``comparison_rows``) as one, for ``paired_differences``
+    over all their evolving test queries: each query slice is named by its replay, so a (replay, query) is one
+    unit. Replays of one small judged set under other replay seeds score other queries (benchmarks/pool_compare.py)."""
+    iterations = {name: int(rows["iteration"].max()) for name, rows in reports.items()}
+    if len(set(iterations.values())) > 1:
+        raise ValueError(f"the replays ran different numbers of iterations: {iterations}")
+    frames = []
+    for name, rows in reports.items():
+        queries = rows["slice_type"] == QUERY_SLICE
+        frames.append(rows.assign(slice=rows["slice"].astype(str).where(~queries, f"{name}: " + rows["slice"].astype(str))))
+    return pd.concat(frames, ignore_index=True)
+
+
 def differences_text(differences: pd.DataFrame) -> str:
     """One line per contrast, as `serm report` prints it."""
     return "\n".join(f"{r.contrast}: {r.mean:+.2f} NDCG@1 points (95% CI {r.low:+.2f} .. {r.high:+.2f}; "

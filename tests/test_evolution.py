@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from assets.comparison import comparison_rows, paired_differences, summary_table
+from assets.comparison import comparison_rows, paired_differences, pooled_reports, summary_table
 from models.backbone import tiny_backbone
 from serm_dagster.cli import app
 from serm_dagster.registry import Registry
@@ -49,6 +49,26 @@ def evolving_pairs_judged(store, first: str, last: str) -> int:
     judgments = store.read_arrow("bronze/judgments").to_pandas()
     days = pd.to_datetime(judgments["ts"], utc=True).dt.strftime("%Y-%m-%d")
     return int(((judgments["split"] == "test") & (days >= first) & (days <= last)).sum())
+
+
+def report_rows(values: dict[tuple[str, str], float], iteration: int = 2) -> pd.DataFrame:
+    """Evolving test NDCG@1 rows of the last iteration, per (arm, query), for one training seed."""
+    return pd.DataFrame([{"seed": 13, "arm": arm, "iteration": iteration, "test_set": "evolving", "part": "test",
+                          "slice_type": "query", "slice": query, "metric": "ndcg@1", "value": value}
+                         for (arm, query), value in values.items()])
+
+
+def test_replays_pool_their_queries_each_under_its_own_name():
+    # the same query text in two replays is two units: the pooled mean is over all four (replay, query) pairs
+    first = report_rows({("serm", "q1"): 1.0, ("self-training", "q1"): 0.0, ("serm", "q2"): 0.5,
+                         ("self-training", "q2"): 0.5})
+    second = report_rows({("serm", "q1"): 0.0, ("self-training", "q1"): 0.5, ("serm", "q3"): 1.0,
+                          ("self-training", "q3"): 0.0})
+    pooled = paired_differences(pooled_reports({"r7": first, "r8": second})).set_index("contrast")
+    assert pooled.loc["serm - self-training", "n_queries"] == 4
+    assert pooled.loc["serm - self-training", "mean"] == pytest.approx((1.0 + 0.0 - 0.5 + 1.0) / 4)
+    with pytest.raises(ValueError, match="different numbers of iterations"):
+        pooled_reports({"r7": first, "r9": report_rows({("serm", "q1"): 1.0}, iteration=3)})
 
 
 def test_evolve_after_ingesting_every_day_replays_window_by_window(stream_home, tmp_path, monkeypatch):
