@@ -91,6 +91,8 @@ def evaluate(frame: pd.DataFrame, slices: Sequence[str] = ("overall", "family", 
     unknown = set(slices) - {"overall"} - set(frame.columns)
     if unknown:
         raise ValueError(f"unknown slice types {sorted(unknown)}")
+    # a query's NDCG does not depend on the other queries: computed once, each slice takes its queries' values
+    every_query = {f"ndcg@{k}": ndcg_per_query(frame, k) for k in (1, 4)}
     rows = []
     for slice_type in slices:
         if slice_type == "overall":
@@ -98,7 +100,8 @@ def evaluate(frame: pd.DataFrame, slices: Sequence[str] = ("overall", "family", 
         else:
             groups = sorted(frame.groupby(slice_type), key=lambda group: str(group[0]))
         for name, part in groups:
-            per_query = {f"ndcg@{k}": ndcg_per_query(part, k) for k in (1, 4)}
+            keys = part["query_key"].unique()
+            per_query = {metric: values[values.index.isin(keys)] for metric, values in every_query.items()}
             for metric in METRICS:
                 if metric == "accuracy":
                     value, n_queries = accuracy(part), part["query_key"].nunique()

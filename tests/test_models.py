@@ -295,6 +295,23 @@ def test_evaluate_slices_by_family_and_language():
     assert family_of("pt-BR") == "romance" and family_of("xx") == "other" and family_of("DE") == "germanic"
 
 
+def test_every_slice_equals_its_own_pairs_evaluated_alone():
+    # evaluate computes each query's NDCG once; a slice's value must be exactly that of its pairs on their own
+    rng = np.random.default_rng(3)
+    n = 600
+    frame = pd.DataFrame({"query": rng.choice([f"q{i}" for i in range(40)], n), "doc_id": [f"d{i}" for i in range(n)],
+                          "language": rng.choice(["en", "de", "tr", "fr", "it"], n), "label": rng.integers(0, 4, n),
+                          "score": rng.random(n).round(1)})
+    frame = frame.assign(pred_label=rng.integers(0, 4, n))
+    table = evaluate(frame).set_index(["slice_type", "slice", "metric"])["value"]
+    for slice_type in ("family", "language"):
+        column = frame["language"].map(family_of) if slice_type == "family" else frame["language"]
+        for name, part in frame.groupby(column):
+            for k in (1, 4):
+                assert table[(slice_type, name, f"ndcg@{k}")] == ndcg_at_k(part, k)
+    assert table[("overall", "all", "ndcg@4")] == ndcg_at_k(frame, 4)
+
+
 # -- mixing -------------------------------------------------------------------------------------------
 
 
