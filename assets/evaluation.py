@@ -63,11 +63,22 @@ def test_windows(store, model_settings: ModelSettings, mining_settings: MiningSe
                        model_settings.validation_share)
 
 
+_LAST_READ: dict[tuple, pd.DataFrame] = {}  # the newest test_pairs result, by what it is a function of
+
+
 def test_pairs(spark, store, windows: TestWindows) -> pd.DataFrame:
-    """Judged test pairs with document texts, ``test_set`` (static or evolving) and ``part``."""
-    documents = document_texts(store.read_spark(spark, table_name(BRONZE_CATALOG)))
-    pairs = labelled_pairs(store.read_spark(spark, table_name(BRONZE_JUDGMENTS)), documents)
-    return split_test_sets(pairs, windows).toPandas()
+    """Judged test pairs with document texts, ``test_set`` (static or evolving) and ``part``.
+
+    They are a function of the judgments' and the catalogue's Delta versions and of ``windows``, so the newest
+    read is kept: an iteration's evaluation, promotion check, promotion and record read the same pairs."""
+    catalog, judgments = table_name(BRONZE_CATALOG), table_name(BRONZE_JUDGMENTS)
+    key = (str(store.root), store.version(catalog), store.version(judgments), windows)
+    if key not in _LAST_READ:
+        documents = document_texts(store.read_spark(spark, catalog, key[1]))
+        pairs = labelled_pairs(store.read_spark(spark, judgments, key[2]), documents)
+        _LAST_READ.clear()
+        _LAST_READ[key] = split_test_sets(pairs, windows).toPandas()
+    return _LAST_READ[key].copy()
 
 
 def current_digest(spark, store, model_settings: ModelSettings, mining_settings: MiningSettings) -> str:

@@ -2,17 +2,22 @@
 evolving set grows with every window) scores only the new ones, and a pair whose document text changed, and gives
 the same evaluation rows as scoring every pair afresh."""
 
+from datetime import date, datetime, timezone
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from assets.evaluation import TestPairs, pairs_digest, score_table, score_version
+from assets.evaluation import test_pairs as read_test_pairs
 from models.backbone import tiny_backbone
 from models.evaluation import evaluate_on_test_sets
 from models.inference import Scorer
 from models.relevance import RelevanceModel
 from serm_dagster.storage import DeltaStore
 from spark_jobs.schemas import check_table
+from spark_jobs.training import TestWindows
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
@@ -84,3 +89,34 @@ def test_a_version_scores_each_pair_once(tmp_path, scorer):
     assert counting.seen == []
     stored = store.read_arrow("gold/test_scores").to_pandas()
     assert len(stored) == 24 + 13 and check_table("gold/test_scores", stored).empty
+
+
+class CountingStore(DeltaStore):
+    """A real Delta store that counts what Spark reads from it."""
+
+    reads = 0
+
+    def read_spark(self, *args, **kwargs):
+        CountingStore.reads += 1
+        return super().read_spark(*args, **kwargs)
+
+
+def test_test_pairs_are_read_once_per_table_versions_and_windows(tmp_path, spark):
+    store = CountingStore(tmp_path / "lakehouse")
+    catalog = pa.table({"doc_id": ["d1", "d2"], "language": ["en", "en"], "title": ["red lamp", "desk"],
+                        "description": [None, "oak"]})
+    day = lambda d: datetime(2026, 1, d, tzinfo=timezone.utc)  # noqa: E731
+    judgments = pa.table({"query": ["lamp", "lamp", "desk"], "language": ["en"] * 3, "doc_id": ["d1", "d2", "d2"],
+                          "label": [3, 0, 3], "split": ["seed", "test", "test"], "ts": [day(2), day(1), day(5)]})
+    store.write("bronze/catalog", catalog, lineage={})
+    store.write("bronze/judgments", judgments, lineage={})
+    windows = TestWindows(3, date(2026, 1, 5))
+    first = read_test_pairs(spark, store, windows)
+    assert CountingStore.reads == 2 and sorted(first["test_set"]) == ["evolving", "static"]
+    read = first.copy()
+    first.loc[0, "label"] = 9  # a caller's change does not reach the next reader
+    assert read_test_pairs(spark, store, windows).equals(read)
+    assert CountingStore.reads == 2  # the same versions and windows: not read again
+    store.write("bronze/judgments", judgments.slice(0, 2), lineage={})  # a new version of the judgments
+    assert len(read_test_pairs(spark, store, windows)) == 1 and CountingStore.reads == 4
+    assert len(read_test_pairs(spark, store, TestWindows(3, date(2026, 1, 4)))) == 1 and CountingStore.reads == 6
