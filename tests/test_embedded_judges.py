@@ -123,6 +123,8 @@ def test_click_links_say_which_title_words_searchers_of_a_word_take_for_it():
     assert np.isnan(knowledge.link("mug", {"mug"}, "en"))  # one click: too few to say
     features, _ = knowledge_features(knowledge, [pair("boiler", "k3"), pair("boiler", "t1"), pair("boiler", "m1")])
     assert features["link_mean"].tolist() == [0.375, 0.125, 0.0] and features["link_known"].tolist() == [1.0] * 3
+    # against the word's strongest link (kettle, 0.375): a kettle has all of it, a steel toaster a third
+    assert features["link_ratio_mean"].tolist() == [1.0, 0.125 / 0.375, 0.0]
     fewer = CatalogKnowledge.from_frames(CATALOG, impressions=impressions.iloc[:3], settings=settings)
     assert knowledge.fingerprint() != fewer.fingerprint()
 

@@ -37,8 +37,9 @@ def knowledge_features(knowledge: CatalogKnowledge, pairs: Sequence[PairToJudge]
     """Per attribute key of the catalogue (under its own name), whether the query names a value of it that the
     document has (1), contradicts (-1) or does not state (0.5; not named: 0); and counts of query items by
     where the document states them; and the click links of the query's words to the document's title words
-    (``CatalogKnowledge.link``: mean, weakest, share of words with enough clicks to say). Unusable where the
-    catalogue knows none of the query's words."""
+    (``CatalogKnowledge.link``: mean, weakest, share of words with enough clicks to say; and over each word's
+    strongest link, ``link_ratio``: mean and weakest). Unusable where the catalogue knows none of the query's
+    words."""
     rows, usable = [], []
     for pair in pairs:
         evidence = knowledge.explain(pair)
@@ -66,11 +67,15 @@ def knowledge_features(knowledge: CatalogKnowledge, pairs: Sequence[PairToJudge]
         row["link_mean"] = known_links.mean() if len(known_links) else np.nan
         row["link_min"] = known_links.min() if len(known_links) else np.nan
         row["link_known"] = len(known_links) / len(links) if len(links) else np.nan
+        ratios = np.array([knowledge.link_ratio(w, title, pair.language) for w in words], dtype=float)
+        ratios = ratios[~np.isnan(ratios)]
+        row["link_ratio_mean"] = ratios.mean() if len(ratios) else np.nan
+        row["link_ratio_min"] = ratios.min() if len(ratios) else np.nan
         rows.append(row)
         usable.append(row["items"] > row["unknown"])
     columns = ["items", "unknown", "read_as", *[f"key{i}" for i in range(len(knowledge.keys))],
                *[f"items_{f}" for f in FOUND], "missed_idf_share", "query_words_in_title",
-               "link_mean", "link_min", "link_known"]
+               "link_mean", "link_min", "link_known", "link_ratio_mean", "link_ratio_min"]
     return pd.DataFrame(rows, columns=columns), np.array(usable, dtype=bool)
 
 

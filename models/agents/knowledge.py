@@ -240,6 +240,13 @@ class CatalogKnowledge:
             return float("nan")
         return max((links.get(t, 0.0) for t in title_words), default=0.0)
 
+    def link_ratio(self, word: str, title_words: set[str], language: str) -> float:
+        """``link`` over the word's strongest link: 1 where the title has what the word's clicks go to most."""
+        links = self.links.get(language, {}).get(word)
+        if not links:
+            return float("nan")
+        return self.link(word, title_words, language) / max(links.values())
+
     # --- reading --------------------------------------------------------------------------------
 
     def knows(self, word: str, language: str) -> bool:
