@@ -252,6 +252,8 @@ def collect_glossary(folder: Path, limits: LandingLimits = LandingLimits()) -> B
 def split_duplicates(table: pa.Table, keys: list[str], what: str, limits: LandingLimits = LandingLimits()
                      ) -> tuple[pa.Table, pd.DataFrame]:
     """Keep the first row of each key (by source file and row); the rest become quarantine rows."""
+    if table.group_by(keys).aggregate([]).num_rows == table.num_rows:  # the usual case, found by Arrow: none
+        return table, pd.DataFrame(columns=list(quarantine_types("date" in table.column_names)))
     index = table.select([*keys, "source_file", "source_row"]).to_pandas()
     ordered = index.sort_values(["source_file", "source_row"], kind="stable")
     repeated = np.zeros(len(index), dtype=bool)
