@@ -210,22 +210,29 @@ class CatalogKnowledge:
         uses each title word: what users searching the word take for it (a click translation table). A title
         word most documents use (a colour, "size") gets no more of one word's clicks than of anyone's."""
         s = self.settings
-        titles = pd.DataFrame({"doc_id": catalog["doc_id"].astype(str), "language": catalog["language"].astype(str),
-                               "title_word": [sorted(set(tokenize(clean_document_text(t)))) for t in catalog["title"]]})
         clicked = impressions[impressions["clicks"].fillna(0) > 0]
         clicked = pd.DataFrame({"query_word": [sorted(set(tokenize(q))) for q in clicked["query"]],
                                 "language": clicked["language"].astype(str).to_numpy(),
                                 "doc_id": clicked["doc_id"].astype(str).to_numpy(),
                                 "clicks": clicked["clicks"].astype(float).to_numpy()})
-        landed = clicked.merge(titles, on=["doc_id", "language"]).explode("title_word").dropna(subset=["title_word"])
-        base = landed.groupby(["language", "title_word"])["clicks"].sum() \
-            / clicked.groupby("language")["clicks"].sum().reindex(landed["language"].unique())
-        words = clicked.explode("query_word").dropna(subset=["query_word"])
+        pair = ["language", "doc_id"]
+        documents = catalog.assign(doc_id=catalog["doc_id"].astype(str), language=catalog["language"].astype(str))
+        documents = documents.merge(clicked[pair].drop_duplicates(), on=pair)  # only the clicked ones
+        titles = pd.DataFrame({"language": documents["language"].to_numpy(), "doc_id": documents["doc_id"].to_numpy(),
+                               "title_word": [sorted(set(tokenize(clean_document_text(t)))) for t in documents["title"]]}
+                              ).explode("title_word").dropna(subset=["title_word"])
+        # per query word and document first (queries share words), the words with too few clicks left out
+        words = clicked.explode("query_word").dropna(subset=["query_word"]) \
+            .groupby(["language", "query_word", "doc_id"], as_index=False)["clicks"].sum()
         totals = words.groupby(["language", "query_word"])["clicks"].sum()
         totals = totals[totals >= s.min_link_clicks]
-        pairs = landed.explode("query_word").dropna(subset=["query_word"])
-        shares = pairs.groupby(["language", "query_word", "title_word"])["clicks"].sum()
-        shares = shares / totals.reindex(shares.index.droplevel("title_word")).to_numpy()
+        words = words.merge(totals.rename("total").reset_index(), on=["language", "query_word"])
+        on_docs = clicked.groupby(pair, as_index=False)["clicks"].sum().merge(titles, on=pair)
+        base = on_docs.groupby(["language", "title_word"])["clicks"].sum() \
+            / clicked.groupby("language")["clicks"].sum().reindex(on_docs["language"].unique())
+        shares = words.merge(titles, on=pair).groupby(["language", "query_word", "title_word"])[["clicks", "total"]] \
+            .agg({"clicks": "sum", "total": "first"})
+        shares = shares["clicks"] / shares["total"]
         excess = (shares - base.reindex(shares.index.droplevel("query_word")).to_numpy()).dropna()
         for (language, word, title_word), lift in excess[excess >= s.min_link_excess].items():
             self.links[language].setdefault(word, {})[title_word] = round(float(lift), 4)
