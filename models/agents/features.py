@@ -38,7 +38,7 @@ def knowledge_features(knowledge: CatalogKnowledge, pairs: Sequence[PairToJudge]
     document has (1), contradicts (-1) or does not state (0.5; not named: 0); and counts of query items by
     where the document states them; and the click links of the query's words to the document's title words
     (``CatalogKnowledge.link``: mean, weakest, share of words with enough clicks to say; and over each word's
-    strongest link, ``link_ratio``: mean and weakest). Unusable where the catalogue knows none of the query's
+    ``strongest_link``, ``link_ratio``: mean and weakest). Unusable where the catalogue knows none of the query's
     words."""
     rows, usable = [], []
     for pair in pairs:
@@ -67,7 +67,7 @@ def knowledge_features(knowledge: CatalogKnowledge, pairs: Sequence[PairToJudge]
         row["link_mean"] = known_links.mean() if len(known_links) else np.nan
         row["link_min"] = known_links.min() if len(known_links) else np.nan
         row["link_known"] = len(known_links) / len(links) if len(links) else np.nan
-        ratios = np.array([knowledge.link_ratio(w, title, pair.language) for w in words], dtype=float)
+        ratios = links / np.array([knowledge.strongest_link(w, pair.language) for w in words], dtype=float)
         ratios = ratios[~np.isnan(ratios)]
         row["link_ratio_mean"] = ratios.mean() if len(ratios) else np.nan
         row["link_ratio_min"] = ratios.min() if len(ratios) else np.nan

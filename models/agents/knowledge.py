@@ -247,12 +247,10 @@ class CatalogKnowledge:
             return float("nan")
         return max((links.get(t, 0.0) for t in title_words), default=0.0)
 
-    def link_ratio(self, word: str, title_words: set[str], language: str) -> float:
-        """``link`` over the word's strongest link: 1 where the title has what the word's clicks go to most."""
+    def strongest_link(self, word: str, language: str) -> float:
+        """The word's largest link to any title word (nan: too few clicks to say, or no title word stands out)."""
         links = self.links.get(language, {}).get(word)
-        if not links:
-            return float("nan")
-        return self.link(word, title_words, language) / max(links.values())
+        return max(links.values()) if links else float("nan")
 
     # --- reading --------------------------------------------------------------------------------
 
