@@ -20,7 +20,7 @@ from models.agents.base import PairToJudge
 from models.agents.embedded import DEFAULT_AGENTS, default_panel, pairs_to_judge, panel_calibration
 from models.agents.features import knowledge_features
 from models.agents.knowledge import CatalogKnowledge, KnowledgeSettings
-from models.agents.learned import estimate_prior, fit_gate, fit_learned, gate_weights, query_folds
+from models.agents.learned import LearnedJudge, estimate_prior, fit_gate, fit_learned, gate_weights, query_folds
 from models.agents.text import clean_document_text, value_parts
 
 PAIR = ["query", "language", "doc_id"]
@@ -51,7 +51,7 @@ CATALOG = pd.DataFrame([
     doc("w4", "Toaster Vento Edelstahl", "", "de", maker="Vento", finish="steel", taxonomy="Kitchen > Toasters",
         sku="A10"),
 ])
-SMALL = KnowledgeSettings(min_alignment_docs=2, max_value_prior=0.7, min_word_clicks=2, min_word_queries=1)
+SMALL = KnowledgeSettings(min_alignment_docs=2, max_value_prior=0.7, min_link_clicks=3)
 
 
 def pair(query, doc_id, language="en", **facts) -> PairToJudge:
@@ -101,10 +101,12 @@ def test_a_glossary_in_any_format_is_read_as_the_catalogue_words_it_contains():
 
 
 def test_new_words_are_learnt_from_what_shoppers_click():
-    impressions = pd.DataFrame({"query": ["zoomy vento", "zoomy orla", "zoomy"], "language": "en",
-                                "doc_id": ["k1", "k3", "k2"], "clicks": [2, 1, 1]})
+    impressions = pd.DataFrame({"query": ["zoomy vento", "zoomy orla", "zoomy", "toaster", "steel"], "language": "en",
+                                "doc_id": ["k1", "k3", "k2", "t2", "t1"], "clicks": [2, 1, 1, 3, 3]})
     knowledge = CatalogKnowledge.from_frames(CATALOG, impressions=impressions, settings=SMALL)
-    assert knowledge.click_words["en"]["zoomy"] in {"kettle", "kettles"}
+    # all 4 of zoomy's clicks on kettles, against 4 of all 10: lift 2.5, link 0.6. The "l" of "1.7 l" has the
+    # same lift (only kettles say it) and covers 3 of the 4 clicks; steel is on most clicked documents (0.15)
+    assert knowledge.click_words["en"]["zoomy"] == "kettle"
     assert states(knowledge, "zoomy", "t1")["zoomy"][1] in {"contradicted", "missing"}
     assert states(knowledge, "zoomy", "k3")["zoomy"][1] in {"attributes", "title"}
     assert CatalogKnowledge.from_frames(CATALOG, settings=SMALL).explain(pair("zoomy", "k1"))[0].kind == "unknown"
@@ -127,6 +129,21 @@ def test_click_links_say_which_title_words_searchers_of_a_word_take_for_it():
     assert features["link_ratio_mean"].tolist() == [1.0, 0.125 / 0.375, 0.0]
     fewer = CatalogKnowledge.from_frames(CATALOG, impressions=impressions.iloc[:3], settings=settings)
     assert knowledge.fingerprint() != fewer.fingerprint()
+
+
+def test_a_word_this_title_does_not_use_is_read_as_the_title_word_its_clicks_link_it_to():
+    impressions = pd.DataFrame({"query": ["slots", "slots", "kettle", "mug"], "language": "en",
+                                "doc_id": ["t2", "t1", "k1", "m1"], "clicks": [2, 1, 3, 2]})
+    knowledge = CatalogKnowledge.from_frames(CATALOG, impressions=impressions, settings=SMALL)
+    # a title word (t1's), so not a word learnt from clicks; all 3 of its clicks on toasters, against 3 of all 8
+    assert "slots" not in knowledge.click_words["en"] and knowledge.link("slots", {"toaster"}, "en") == 0.625
+    [toaster] = knowledge.explain(pair("slots", "t2"))
+    assert (toaster.kind, toaster.found, toaster.read_as) == ("word", "title", "toaster")
+    # glass has 2 of its 3 clicks against 4 of all 8 (0.17): a glass kettle stays unexplained
+    assert states(knowledge, "slots", "k2")["slots"] == ("word", "missing")
+    weaker = CatalogKnowledge.from_frames(CATALOG, impressions=impressions,
+                                          settings=replace(SMALL, min_reading_link=0.7))
+    assert states(weaker, "slots", "t2")["slots"] == ("word", "missing")
 
 
 def test_typos_are_repaired_to_the_one_title_word_they_are_close_to():
@@ -181,6 +198,23 @@ def test_folds_hold_whole_queries_and_a_judge_fitted_on_noise_abstains():
     assert noise.gate.coverage < 0.05 and "empty" not in noise.columns and len(noise.models) == 3
     signal = fit_learned(features, (features["x"] * 4).astype(int).clip(0, 3), queries, np.ones(600, bool))
     assert signal.gate.coverage > 0.5 and signal.gate.accuracy >= 0.8
+
+
+def test_a_judge_does_not_vote_a_label_its_unsure_feature_rules_out():
+    rng = np.random.default_rng(4)
+    queries = [f"q{i % 60}" for i in range(600)]
+    features = pd.DataFrame({"x": rng.random(600), "unknown": (rng.random(600) < 0.3).astype(float)})
+    fitted = fit_learned(features, (features["x"] * 4).astype(int).clip(0, 3), queries, np.ones(600, bool))
+    rows = pd.DataFrame({"x": [0.05, 0.05, 0.95, 0.95], "unknown": [0.0, 2.0, 0.0, 2.0]})
+    pairs = [PairToJudge(f"p{i}", "q", "en", f"d{i}", "t", "", {}) for i in range(4)]
+    featurize = lambda ps: (rows.iloc[[int(p.pair_id[1:]) for p in ps]].reset_index(drop=True), np.ones(len(ps), bool))  # noqa: E731
+    sure = LearnedJudge("knowledge", "v", featurize, fitted)
+    unsure = LearnedJudge("knowledge", "v", featurize, fitted, unsure={0: "unknown"})
+    assert [p.label for p in sure.judge(pairs, 0)] == [0, 0, 3, 3]
+    # an unknown word keeps it from calling the first pair irrelevant; label 3 it still votes
+    assert [p.label for p in unsure.judge(pairs, 0)] == [0, None, 3, 3]
+    assert "unknown says it cannot tell" in unsure.judge(pairs, 0)[1].rationale
+    assert sure.config_key() != unsure.config_key()
 
 
 # --- the panel --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ judgments and voting only where it was right out of fold:
   and what clicks teach (new words, and which title words each query word's clicks land on). Per
   query word: does the document state it, contradict it or leave it out, and how strongly users
   searching it take this document's title words for it. It abstains on a query whose words the
-  catalogue does not know;
+  catalogue does not know, and does not call a pair irrelevant while one of its words is unknown;
 - ``features``: lexical and embedding similarity of the query, read in the catalogue's words, with
   the document's title, description and attribute values;
 - ``behaviour``: what users did with the pair: click-model attractiveness, clicks, dwell.
@@ -43,7 +43,7 @@ from .knowledge import CatalogKnowledge, KnowledgeSettings
 from .learned import LearnedJudge, fit_learned
 from .text import json_number, normalize_query, parse_attributes, tokenize
 
-KNOWLEDGE_VERSION = "knowledge-v3"
+KNOWLEDGE_VERSION = "knowledge-v4"
 FEATURES_VERSION = "features-v1"
 BEHAVIOUR_VERSION = "behaviour-v2"
 DEFAULT_AGENTS = ("knowledge", "features", "behaviour")
@@ -56,6 +56,9 @@ JUDGE_OPTIONS = {"knowledge": ("min_accuracy", "folds"), "features": ("min_accur
 # --mined) 0.8/0.7/0.8 kept 7% of the ESCI stream's (96% right), 0.6/0.6/0.8 kept 25% there (77% right)
 # and 53% of the demo stream's (91% right).
 DEFAULT_MIN_ACCURACY = {"knowledge": 0.6, "features": 0.6, "behaviour": 0.8}
+# a judge never votes the label where the feature is above 0: the knowledge judge does not call a pair irrelevant
+# while the query has a word the catalogue cannot read (seed judgments rarely show one, so its gate cannot know)
+UNSURE = {"knowledge": {0: "unknown"}}
 
 __all__ = ["DEFAULT_AGENTS", "JUDGE_OPTIONS", "default_panel", "normalize_query", "pair_id_of", "pairs_to_judge",
            "panel_calibration", "tokenize"]
@@ -179,7 +182,8 @@ def default_panel(catalog: pd.DataFrame, glossary: pd.DataFrame | None, seed_jud
         fitted = fit_learned(features, labels, queries, usable, folds=int(options.get("folds", 3)),
                              min_accuracy=float(options.get("min_accuracy", DEFAULT_MIN_ACCURACY[name])), seed=seed,
                              target=None if target is None else target[target_usable])
-        judge = LearnedJudge(name, version, featurize, fitted, fingerprint=fingerprint, describe=describe)
+        judge = LearnedJudge(name, version, featurize, fitted, fingerprint=fingerprint, describe=describe,
+                             unsure=UNSURE.get(name))
         if targets:
             judge.remember(targets, target, target_usable)
         judge.knowledge = knowledge

@@ -11,11 +11,13 @@ how it names its fields:
   (same value), contradicts (another value of k) or does not state;
 - **glossary** (optional, ``term, language, concept[, added]``): a term is read as the words of its
   concept, whatever format the concept is written in; entries added after ``as_of`` are unknown yet;
-- **words learnt from clicks**: a query word no title, value or glossary entry knows (new slang),
-  whose queries' clicks go mostly to documents whose titles share one word, is read as that word;
+- **words learnt from clicks**: a query word no title, value or glossary entry knows (new slang) is
+  read as the title word its click links (below) favour most (:meth:`CatalogKnowledge._readings`);
 - **click links** of every query word: how much more of its queries' clicks than of all clicks land on
   documents whose title uses each title word (a click translation table: "pesi" -> "manubri"),
   which tells a product type's other names and its neighbours where no glossary or category does.
+  A query word a title does not use is read as a title word it links to strongly and most specifically
+  (:meth:`CatalogKnowledge.linked_reading`): "airfryer" is in a title saying "fritözü".
 
 It answers two questions: how each query word relates to a document (:meth:`explain`, the evidence of
 the knowledge judge and of the LLM judges' prompts) and how a query reads in the catalogue's own
@@ -42,14 +44,13 @@ class KnowledgeSettings:
     max_value_share: float = 0.5  # a key with more distinct values than this share of its documents is no vocabulary
     max_value_tokens: int = MAX_PHRASE_TOKENS  # longer values are free text, not vocabulary
     fuzzy_min_length: int = 5  # shorter words are not typo-repaired
-    min_word_clicks: int = 5  # a word learnt from clicks: clicks on documents of the queries that use it
-    min_word_queries: int = 2  # ... distinct queries that use it
-    min_word_click_share: float = 0.8  # ... share of clicked documents that share what it is read as
     min_alignment_docs: int = 3  # a title word is read as an attribute value when this many titles use it ...
     min_alignment_share: float = 0.9  # ... and this share of them have that value
     max_value_prior: float = 0.5  # ... a value this common says nothing (most documents have it)
     min_link_clicks: int = 5  # a query word's click links: clicks of the queries that use it
     min_link_excess: float = 0.05  # ... the least excess of a title word's share of them over its share of all clicks
+    min_reading_link: float = 0.3  # a missing query word is read as a title word it links to this strongly ...
+    min_reading_ratio: float = 0.9  # ... with a lift at least this share of the best such word's
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class CatalogKnowledge:
         self.aligned: dict[str, dict[str, frozenset[tuple[str, tuple[str, ...]]]]] = defaultdict(dict)
         self.click_words: dict[str, dict[str, str]] = defaultdict(dict)  # language -> word -> what it reads as
         self.links: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # language -> query word -> title word -> excess
+        self.click_share: dict[str, dict[str, float]] = defaultdict(dict)  # language -> linked title word -> share of all clicks
         self._known: dict[str, set[str]] = {}
 
     # --- building -------------------------------------------------------------------------------
@@ -101,7 +103,6 @@ class CatalogKnowledge:
         if glossary is not None and len(glossary):
             knowledge._learn_glossary(glossary, as_of)
         if impressions is not None and len(impressions):
-            knowledge._learn_click_words(impressions, catalog)
             knowledge._learn_links(impressions, catalog)
         return knowledge
 
@@ -174,37 +175,6 @@ class CatalogKnowledge:
             if phrase and words and len(phrase) <= MAX_PHRASE_TOKENS:
                 self.readings[str(language)][phrase] = words
 
-    def _learn_click_words(self, impressions: pd.DataFrame, catalog: pd.DataFrame) -> None:
-        titles = {(str(d), str(lang)): set(tokenize(clean_document_text(t)))
-                  for d, lang, t in zip(catalog["doc_id"], catalog["language"], catalog["title"])}
-        clicked = impressions[impressions["clicks"].fillna(0) > 0]
-        seen: dict[tuple[str, str], list[tuple[set[str], int]]] = defaultdict(list)
-        queries: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for query, language, doc_id, clicks in clicked[["query", "language", "doc_id", "clicks"]].itertuples(index=False):
-            words = titles.get((str(doc_id), str(language)))
-            unknown = [w for w in tokenize(query) if not self.knows(w, str(language))]
-            if words is None or len(unknown) != 1:
-                continue
-            key = (str(language), unknown[0])
-            seen[key].append((words - set(tokenize(query)), int(clicks)))
-            queries[key].add(normalize_query(query))
-        s = self.settings
-        for (language, word), clicks in seen.items():
-            total = sum(n for _, n in clicks)
-            if total < s.min_word_clicks or len(queries[(language, word)]) < s.min_word_queries:
-                continue
-            shared: Counter = Counter()
-            for words, n in clicks:
-                for w in words:
-                    shared[w] += n
-            candidates = [(n, -self.title_df[language][w], w) for w, n in shared.items()
-                          if n >= s.min_word_click_share * total and self.values_of((w,), language)]
-            if not candidates:  # no clicked word names a value: the most specific shared title word
-                candidates = [(n, -self.title_df[language][w], w) for w, n in shared.items()
-                              if n >= s.min_word_click_share * total]
-            if candidates:
-                self.click_words[language][word] = max(candidates)[2]
-
     def _learn_links(self, impressions: pd.DataFrame, catalog: pd.DataFrame) -> None:
         """Per query word, how much more of its queries' clicks than of all clicks land on documents whose title
         uses each title word: what users searching the word take for it (a click translation table). A title
@@ -234,10 +204,17 @@ class CatalogKnowledge:
             .agg({"clicks": "sum", "total": "first"})
         shares = shares["clicks"] / shares["total"]
         excess = (shares - base.reindex(shares.index.droplevel("query_word")).to_numpy()).dropna()
-        for (language, word, title_word), lift in excess[excess >= s.min_link_excess].items():
+        kept = excess[excess >= s.min_link_excess]
+        for (language, word, title_word), lift in kept.items():
             self.links[language].setdefault(word, {})[title_word] = round(float(lift), 4)
+        for (language, title_word), share in base.reindex(kept.index.droplevel("query_word").unique()).items():
+            self.click_share[language][title_word] = round(float(share), 4)
         for (language, word) in totals.index:
             self.links[language].setdefault(word, {})
+        for language, linked in self.links.items():  # words no title, value or glossary uses (new slang)
+            for word in linked:
+                if not self.knows(word, language) and (readings := self._readings(word, language)):
+                    self.click_words[language][word] = max(readings, key=lambda t: (*readings[t], t))
 
     def link(self, word: str, title_words: set[str], language: str) -> float:
         """How much more of the word's clicks than of all clicks went to documents using one of ``title_words``
@@ -251,6 +228,24 @@ class CatalogKnowledge:
         """The word's largest link to any title word (nan: too few clicks to say, or no title word stands out)."""
         links = self.links.get(language, {}).get(word)
         return max(links.values()) if links else float("nan")
+
+    def _readings(self, word: str, language: str) -> dict[str, tuple[float, float]]:
+        """The title words the word's clicks say it may stand for, as (lift, link), lift = share of its clicks /
+        share of all clicks: of those it links to at least ``min_reading_link``, the ones with a lift at least
+        ``min_reading_ratio`` of the best one's. A word every title of a kind uses ("size") links as strongly as
+        the kind's name, with far less lift; of equal lifts, the larger link covers more of the word's clicks."""
+        s = self.settings
+        base = self.click_share.get(language, {})
+        lift = {t: ((v + base[t]) / base[t], v) for t, v in self.links.get(language, {}).get(word, {}).items()
+                if v >= s.min_reading_link and base.get(t)}
+        best = max((v[0] for v in lift.values()), default=0.0)
+        return {t: v for t, v in lift.items() if v[0] >= s.min_reading_ratio * best}
+
+    def linked_reading(self, word: str, title_words: set[str], language: str) -> str | None:
+        """The title word of ``title_words`` the word's clicks say it stands for (:meth:`_readings`; None: none)."""
+        readings = self._readings(word, language)
+        found = [t for t in title_words if t in readings]
+        return max(found, key=lambda t: (*readings[t], t)) if found else None
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -318,7 +313,8 @@ class CatalogKnowledge:
 
     def explain(self, pair: PairToJudge) -> list[WordEvidence]:
         """How each query item relates to the pair's document: per attribute key the item names, whether the
-        document has that value or another one; else whether its text uses the words."""
+        document has that value or another one; else whether its text uses the words, or, for a word, the title
+        word its clicks link it to (:meth:`linked_reading`)."""
         title = set(tokenize(clean_document_text(pair.title)))
         description = set(tokenize(clean_document_text(pair.description)))
         doc_values = self._doc_values(pair.attributes)
@@ -340,6 +336,8 @@ class CatalogKnowledge:
                 found = "attributes"
             elif all(w in description for w in words):
                 found = "description"
+            elif len(phrase) == 1 and (linked := self.linked_reading(phrase[0], title, pair.language)):
+                found, kind, words = "title", "links", (linked,)
             else:
                 found = "missing"
             contradicting = tuple(sorted(" ".join(v) for key, state in states if state == "contradicted"
@@ -377,6 +375,7 @@ class CatalogKnowledge:
                                         for lang, a in self.aligned.items()},
                             "links": {lang: sorted([w, sorted(t.items())] for w, t in links.items())
                                       for lang, links in self.links.items()},
+                            "click_share": {lang: sorted(shares.items()) for lang, shares in self.click_share.items()},
                             "settings": asdict(self.settings)})
 
     def summary(self) -> dict:

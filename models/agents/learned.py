@@ -20,7 +20,7 @@ inductive bias unlike the cross-encoder's. It is fitted by cross-fitting, groupe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,12 +188,16 @@ class LearnedJudge:
     ``featurize(pairs) -> (features, usable)``: a feature frame (NaN where a value is missing) and a
     boolean array, False where the judge has no evidence at all and abstains without asking its models.
     ``fingerprint``: what else changes its answers (the knowledge it reads, the encoder), for the cache key.
+    ``unsure``: per label, a feature column; where that feature is above 0 the judge never votes the label (the
+    knowledge judge does not call a pair irrelevant on a query with a word the catalogue cannot read: the word
+    may be what the document is).
     """
 
     backend = EMBEDDED_BACKEND
 
     def __init__(self, name: str, version: str, featurize: Callable[[Sequence[PairToJudge]], tuple[pd.DataFrame, np.ndarray]],
-                 fitted: FittedJudge, *, fingerprint: str = "", describe: Callable[[pd.Series], str] | None = None):
+                 fitted: FittedJudge, *, fingerprint: str = "", describe: Callable[[pd.Series], str] | None = None,
+                 unsure: Mapping[int, str] | None = None):
         self.name = name
         self.model = "hist-gradient-boosting"
         self.prompt_version = version
@@ -202,12 +206,13 @@ class LearnedJudge:
         self.max_paths = len(fitted.models)
         self._fingerprint = fingerprint
         self._describe = describe or (lambda row: "")
+        self.unsure = {int(label): column for label, column in (unsure or {}).items() if column in fitted.columns}
         self._cache: dict[str, tuple[np.ndarray, bool, str]] = {}
 
     def config_key(self) -> str:
         return stable_hash({"backend": self.backend, "model": self.model, "version": self.prompt_version,
                             "gate": self.fitted.gate.to_dict(), "columns": self.fitted.columns,
-                            "fingerprint": self._fingerprint,
+                            "fingerprint": self._fingerprint, "unsure": sorted(self.unsure.items()),
                             "trees": [stable_hash(repr(m.get_params())) for m in self.fitted.models],
                             "labels": self.fitted.label_counts})
 
@@ -233,14 +238,24 @@ class LearnedJudge:
         proba = _full_proba(model, X) if len(X) else np.zeros((0, len(LABELS)))
         return [(proba[i] if usable[i] else None, evidence[i]) for i in range(len(pairs))]
 
+    def unsure_of(self, pairs: Sequence[PairToJudge]) -> list[set[int]]:
+        """Per pair, the labels ``unsure`` keeps the judge from voting."""
+        X, _, _ = self._features(pairs)
+        columns = {label: self.fitted.columns.index(column) for label, column in self.unsure.items()}
+        return [{label for label, j in columns.items() if X[i, j] > 0} for i in range(len(pairs))]
+
     def judge(self, pairs: list[PairToJudge], path_index: int) -> list[ReasoningPath]:
         out = []
-        for proba, evidence in self.probabilities(pairs, path_index):
+        for (proba, evidence), unsure in zip(self.probabilities(pairs, path_index), self.unsure_of(pairs)):
             tag = f"[fold model {path_index % self.max_paths}]"
             if proba is None:
                 out.append(ReasoningPath(None, f"{tag} no {self.name} evidence for this pair", STATUS_ABSTAIN))
                 continue
             label, confidence = int(proba.argmax()), float(proba.max())
+            if label in unsure:
+                out.append(ReasoningPath(None, f"{tag} {evidence}; label {label} at {confidence:.2f}, but "
+                                         f"{self.unsure[label]} says it cannot tell", STATUS_ABSTAIN))
+                continue
             if not self.fitted.gate.admits(label, confidence):
                 threshold = self.fitted.gate.thresholds.get(label)
                 why = "never reliable out of fold" if threshold is None else f"below the {threshold:.2f} it needs"
