@@ -9,13 +9,17 @@ in the query (from the simulator's manifest), which shows whether drift costs th
 
 Needs a simulated home whose seed model is trained (``make demo`` or ``serm evolve`` made one):
 
-    SERM_HOME=.serm .venv/bin/python benchmarks/oracle_check.py [--pairs 650] [--mined] [--control]
+    SERM_HOME=.serm .venv/bin/python benchmarks/oracle_check.py [--pairs 650] [--mined] [--accepted] [--control]
 
 ``--mined``: true labels on the pairs each iteration mined (``gold/mined_samples``) instead of random
 pairs of the window: every mined pair, whenever it was first shown and whether or not a test set judges it,
 since that is what perfect annotators would give SERM (on a replay of a small judged set such as ESCI's most
 mined pairs belong to test queries), and again with only the mined pairs no test set judges (what perfect
-labels teach beyond the judged queries); random pairs leave every test pair out. ``--control``: also
+labels teach beyond the judged queries); random pairs leave every test pair out. ``--accepted``: where
+the shortfall of a SERM arm's labels comes from: retrain on the pairs its panel accepted
+(``gold/consensus_labels``, those no test set judges) with their true labels, then with the panel's
+labels. True labels there against true labels on every mined pair is what the pairs left out cost;
+the panel's labels against true ones on the same pairs is what its wrong labels cost. ``--control``: also
 retrain on the seed set alone, to see what more training gives;
 ``--set FIELD=VALUE`` (repeatable): another retraining recipe, e.g. ``--set retrain_frozen_layers=0``.
 """
@@ -32,7 +36,7 @@ from pyspark.sql import functions as F
 from assets.evaluation import test_pairs
 from assets.ingest import BRONZE_CATALOG
 from assets.mining import MINED_SAMPLES
-from assets.training import SEED_ALIAS, TRAINING_SETS
+from assets.training import CONSENSUS_LABELS, SEED_ALIAS, TRAINING_SETS
 from models.evaluation import evaluate_on_test_sets, headline, score_pairs
 from models.inference import Scorer
 from models.metrics import evaluate
@@ -86,12 +90,28 @@ def true_labels(mined, number: int, days: list, truth, unjudged, held_out: set, 
     return picked[[*KEY, "doc_text", "label"]]
 
 
+def accepted_labels(consensus: pd.DataFrame, number: int, truth, held_out: set, arm: str) -> pd.DataFrame:
+    """Window ``number``'s accepted pairs no test set judges, with their true labels or (``arm`` "... panel labels")
+    the panel's."""
+    accepted = consensus.loc[consensus["iteration"] == number, [*KEY, "label"]].rename(columns={"label": "panel"})
+    accepted = accepted[[tuple(k) not in held_out for k in accepted[KEY].to_numpy()]]
+    picked = accepted.merge(truth.drop_duplicates(KEY)[[*KEY, "doc_text", "label"]], on=KEY)
+    if arm.endswith("panel labels"):
+        picked["label"] = picked["panel"].astype(int)
+    else:
+        print(f"window {number}: {len(picked)} accepted pairs, {(picked['panel'] == picked['label']).mean():.1%} "
+              "of the panel's labels right")
+    return picked[[*KEY, "doc_text", "label"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=650, help="true-labelled pairs added per window")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--window-days", type=int, default=3)
     parser.add_argument("--mined", action="store_true", help="label the mined pairs instead of random ones")
+    parser.add_argument("--accepted", action="store_true",
+                        help="also retrain on the accepted pairs, with true and with the panel's labels")
     parser.add_argument("--control", action="store_true", help="also retrain on the seed set alone")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a ModelSettings field for the retraining recipe, e.g. retrain_frozen_layers=0")
@@ -113,6 +133,7 @@ def main() -> None:
     seed_set = training_sets[training_sets["source"] == "seed"].drop_duplicates(KEY)[[*KEY, "doc_text", "label"]]
     windows = plan_windows(landing_days(paths), args.iterations, args.window_days).windows
     mined = store.read_arrow(table_name(MINED_SAMPLES)).to_pandas() if args.mined else None
+    consensus = store.read_arrow(table_name(CONSENSUS_LABELS)).to_pandas() if args.accepted else None
 
     def evaluated(model, tokenizer) -> str:
         table = evaluate_on_test_sets(Scorer(model, tokenizer, **settings.scorer_options()), tests)
@@ -126,6 +147,7 @@ def main() -> None:
 
     config = settings.training_config(progress=False, warm_start=True)
     arms = ["true labels"] + (["true labels off the test sets"] if mined is not None else []) + \
+        (["accepted pairs, true labels", "accepted pairs, panel labels"] if consensus is not None else []) + \
         (["seed set alone"] if args.control else [])
     for arm in arms:
         model, tokenizer = RelevanceModel.load(registry.model_dir(seed_version))
@@ -133,6 +155,8 @@ def main() -> None:
         for number, days in enumerate(windows, start=1):
             if arm.startswith("true labels"):
                 added.append(true_labels(mined, number, days, truth, unjudged, held_out, arm, args.pairs))
+            elif arm.startswith("accepted pairs"):
+                added.append(accepted_labels(consensus, number, truth, held_out, arm))
             started = time.perf_counter()
             train(model, tokenizer, pd.concat([seed_set, *added], ignore_index=True), config)
             print(f"{arm}, window {number} ({days[0]}..{days[-1]}, {sum(map(len, added))} labels): "
