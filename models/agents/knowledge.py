@@ -49,7 +49,7 @@ class KnowledgeSettings:
     max_value_prior: float = 0.5  # ... a value this common says nothing (most documents have it)
     min_link_clicks: int = 5  # a query word's click links: clicks of the queries that use it
     min_link_excess: float = 0.05  # ... the least excess of a title word's share of them over its share of all clicks
-    min_reading_link: float = 0.3  # a missing query word is read as a title word it links to this strongly ...
+    min_reading_link: float = 0.3  # a query word may be read as a title word it links to this strongly ...
     min_reading_ratio: float = 0.9  # ... with a lift at least this share of the best such word's
 
 
