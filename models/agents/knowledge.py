@@ -213,8 +213,8 @@ class CatalogKnowledge:
             self.links[language].setdefault(word, {})
         for language, linked in self.links.items():  # words no title, value or glossary uses (new slang)
             for word in linked:
-                if not self.knows(word, language) and (readings := self._readings(word, language)):
-                    self.click_words[language][word] = max(readings, key=lambda t: (*readings[t], t))
+                if not self.knows(word, language) and (reading := self.linked_reading(word, None, language)):
+                    self.click_words[language][word] = reading
 
     def link(self, word: str, title_words: set[str], language: str) -> float:
         """How much more of the word's clicks than of all clicks went to documents using one of ``title_words``
@@ -241,10 +241,11 @@ class CatalogKnowledge:
         best = max((v[0] for v in lift.values()), default=0.0)
         return {t: v for t, v in lift.items() if v[0] >= s.min_reading_ratio * best}
 
-    def linked_reading(self, word: str, title_words: set[str], language: str) -> str | None:
-        """The title word of ``title_words`` the word's clicks say it stands for (:meth:`_readings`; None: none)."""
+    def linked_reading(self, word: str, title_words: set[str] | None, language: str) -> str | None:
+        """The title word of ``title_words`` (None: of any title) the word's clicks say it stands for
+        (:meth:`_readings`; None: none)."""
         readings = self._readings(word, language)
-        found = [t for t in title_words if t in readings]
+        found = list(readings) if title_words is None else [t for t in title_words if t in readings]
         return max(found, key=lambda t: (*readings[t], t)) if found else None
 
     # --- reading --------------------------------------------------------------------------------
