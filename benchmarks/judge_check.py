@@ -93,7 +93,10 @@ def main() -> None:
         accuracy = (voted["label"] == voted["true_label"]).mean() if len(voted) else float("nan")
         print(f"{agent:<10} {len(voted) / len(frame):>9.1%} {accuracy:>9.1%}")
     right = (consensus["label"] == consensus["true_label"]).mean() if len(consensus) else float("nan")
-    print(f"consensus: accepted {len(consensus) / len(frame):.1%} of pairs, right {right:.1%}; "
+    alone = consensus[consensus["n_voters"] == 1]
+    alone_right = (alone["label"] == alone["true_label"]).mean() if len(alone) else float("nan")
+    print(f"consensus: accepted {len(consensus) / len(frame):.1%} of pairs, right {right:.1%} (one judge alone: "
+          f"{len(alone) / len(frame):.1%}, right {alone_right:.1%}); "
           f"truth label mix {known.merge(frame[PAIR], on=PAIR)['true_label'].value_counts(normalize=True).round(2).to_dict()}")
     session.stop()
 

@@ -68,6 +68,8 @@ AGREEMENT_RULES = {
     "quorum": (lambda v: _is_number(v) and 0.0 < v <= 1.0, "a number in (0, 1]: the share of voting judges "
                "that must agree (1.0 = unanimity)"),
     "min_voters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "solo_assured": (lambda v: isinstance(v, bool), "true or false: keep a pair one judge alone votes when its "
+                     "vote is assured (see AgreementSettings)"),
     "min_backends": (lambda v: _is_int(v) and v >= 1, "an integer >= 1: the different backends (embedded, "
                      "openai-chat) the agreeing judges must run on"),
 }

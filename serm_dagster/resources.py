@@ -326,7 +326,8 @@ class AnnotatorSettings(shared_fields("AgreementFields", (AgreementSettings, AGR
                                        description="the embedded judges on the panel (no LLM needed)")
     judge_options: dict[str, dict[str, float]] = Field(
         default={}, description="per embedded judge, its numeric options (models/agents/embedded.py JUDGE_OPTIONS): "
-                                "min_accuracy (the out-of-fold accuracy a vote needs: knowledge and features 0.6, behaviour 0.8), folds (fold "
+                                "min_accuracy (the out-of-fold accuracy a vote needs: knowledge and features 0.6, behaviour 0.8), "
+                                "solo_accuracy (the one at which a vote may stand alone: 0.9), folds (fold "
                                 "models = reasoning paths, default 3), min_support (behaviour judge)")
     click_history_days: int = Field(default=28, ge=1, description="the embedded judges learn what query words "
                                     "stand for from the clicks of this many days up to the window's end")

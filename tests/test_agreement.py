@@ -65,6 +65,9 @@ class ScriptedAgent:
                 out.append(ReasoningPath.failed(f"{TRANSIENT_ERROR} HTTP 503"))
             elif answer is None:
                 out.append(ReasoningPath(None, "cannot tell", "abstain"))
+            elif isinstance(answer, str) and answer.endswith("!"):  # "3!": label 3, a vote that may stand alone
+                out.append(ReasoningPath(int(answer[:-1]), f"{self.name} path {path_index} is sure of {answer[:-1]}",
+                                         "ok", assured=True))
             else:
                 out.append(ReasoningPath(answer, f"{self.name} path {path_index} says {answer}", "ok",
                                          latency_ms=1.5, prompt_tokens=10, completion_tokens=5))
@@ -198,6 +201,22 @@ def test_quorum_and_min_voters():
     assert _annotate(lonely, min_voters=1).consensus.iloc[0]["label"] == 3
 
 
+def test_a_lone_vote_stands_when_the_agents_assured_paths_back_it_and_one_backend_suffices():
+    lone = {"a": {"p1": ["3!", "3!"]}, "b": {"p1": [None, None, None]}}
+    result = _annotate(lone)
+    row = result.consensus.iloc[0]
+    assert row["label"] == 3 and row["n_voters"] == 1 and row["agreeing_agents"] == ["a"]
+    assert result.decisions["p1"].reason == "assured alone" and "is sure of 3" in row["rationale"]
+    assert _annotate(lone, solo_assured=False).consensus.empty
+    assert _annotate(lone, min_backends=2).consensus.empty
+    # one assured path backs the label and none another: assured; the assured paths back another label: not
+    assert _annotate({"a": {"p1": ["3!", 3]}, "b": {"p1": [None] * 3}}).consensus.iloc[0]["label"] == 3
+    assert _annotate({"a": {"p1": ["3!", 2, 2]}, "b": {"p1": [None] * 3}}).consensus.empty
+    assert _annotate({"a": {"p1": [3, 3]}, "b": {"p1": [None] * 3}}).consensus.empty
+    # an assured vote is still one voter: a second agent voting another label discards the pair
+    assert _annotate({"a": {"p1": ["3!", "3!"]}, "b": {"p1": [2, 2]}}).consensus.empty
+
+
 def test_even_split_never_accepted_even_with_low_quorum():
     result = _annotate({"a": {"p1": [2, 2]}, "b": {"p1": [3, 3]}}, quorum=0.5)
     assert result.consensus.empty
@@ -303,6 +322,11 @@ def test_sqlite_cache_survives_reopen_and_skips_transient_failures(tmp_path):
         assert agent.calls == [] and flaky.calls == [("p1", 1)]  # only the failed path is asked again
         cached_path = result.votes[(result.votes.agent == "a") & (result.votes.path == 0)].iloc[0]
         assert cached_path["rationale"] == "a path 0 says 3" and cached_path["prompt_tokens"] == 10
+
+    with SqliteVoteCache(path) as cache:  # whether a vote may stand alone is kept with it
+        annotate([make_pair("p2")], [ScriptedAgent("sure", {"p2": ["2!", "2!"]})], AgreementSettings(min_voters=1), cache)
+        again = annotate([make_pair("p2")], [ScriptedAgent("sure", {})], AgreementSettings(min_voters=1), cache)
+        assert again.votes["cached"].all() and again.decisions["p2"].reason == "assured alone"
 
 
 def test_cache_is_thread_safe(tmp_path):

@@ -217,6 +217,31 @@ def test_a_judge_does_not_vote_a_label_its_unsure_feature_rules_out():
     assert sure.config_key() != unsure.config_key()
 
 
+def test_a_vote_stands_alone_only_where_the_judge_was_right_solo_accuracy_of_the_time_out_of_fold():
+    rng = np.random.default_rng(5)
+    queries = [f"q{i % 60}" for i in range(1200)]
+    x = rng.random(1200)
+    labels = ((x + rng.normal(0, 0.04, 1200)) * 4).astype(int).clip(0, 3)  # unsure near the bins' edges
+    fitted = fit_learned(pd.DataFrame({"x": x}), labels, queries, np.ones(1200, bool), min_accuracy=0.6,
+                         solo_accuracy=0.97)
+    assert fitted.solo_gate.accuracy >= 0.97 and fitted.solo_gate.coverage < fitted.gate.coverage
+    rows = pd.DataFrame({"x": np.linspace(0.01, 0.99, 99)})
+    pairs = [PairToJudge(f"p{i}", "q", "en", f"d{i}", "t", "", {}) for i in range(99)]
+    featurize = lambda ps: (rows.iloc[[int(p.pair_id[1:]) for p in ps]].reset_index(drop=True), np.ones(len(ps), bool))  # noqa: E731
+    judge = LearnedJudge("features", "v", featurize, fitted)
+    paths = judge.judge(pairs, 0)
+    proba = judge.probabilities(pairs, 0)
+    assured = [p.assured for p in paths]
+    assert any(assured) and any(p.is_vote() and not p.assured for p in paths)
+    for path, (pr, _) in zip(paths, proba):
+        threshold = fitted.solo_gate.thresholds.get(int(pr.argmax()))
+        assert path.assured == (path.is_vote() and threshold is not None and pr.max() >= threshold)
+        assert ("may stand alone" in path.rationale) == path.assured
+    never = fit_learned(pd.DataFrame({"x": x}), labels, queries, np.ones(1200, bool), min_accuracy=0.6, solo_accuracy=1.01)
+    assert not any(p.assured for p in LearnedJudge("features", "v", featurize, never).judge(pairs, 0))
+    assert LearnedJudge("features", "v", featurize, never).config_key() != judge.config_key()
+
+
 # --- the panel --------------------------------------------------------------------------------------------
 
 def seed_world(n_queries: int = 40, seed: int = 3) -> pd.DataFrame:

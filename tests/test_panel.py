@@ -37,8 +37,10 @@ LLM = {"name": "qwen", "base_url": "http://localhost:8000/v1", "model": "Qwen/Qw
 
 def document() -> dict:
     """A valid panel: every embedded judge (the first with an option), one LLM judge, the agreement rule."""
-    judges = [{"embedded": FIRST, "min_accuracy": 0.8}, *({"embedded": n} for n in DEFAULT_AGENTS[1:]), dict(LLM)]
-    return {"judges": judges, "agreement": {"n_paths": 5, "early_stop": False, "quorum": 0.75, "min_voters": 2}}
+    judges = [{"embedded": FIRST, "min_accuracy": 0.8, "solo_accuracy": 0.95}, *({"embedded": n} for n in DEFAULT_AGENTS[1:]),
+              dict(LLM)]
+    return {"judges": judges, "agreement": {"n_paths": 5, "early_stop": False, "quorum": 0.75, "min_voters": 2,
+                                            "solo_assured": False}}
 
 
 def write(folder: Path, doc, name: str = "panel.yaml") -> Path:
@@ -51,10 +53,10 @@ def test_a_valid_file_fills_every_field_of_annotator_settings(tmp_path):
     settings = load_panel(write(tmp_path, document()))
     assert isinstance(settings, AnnotatorSettings) and settings.strategy == "agents"
     assert settings.embedded_agents == list(DEFAULT_AGENTS)
-    assert settings.judge_options == {FIRST: {"min_accuracy": 0.8}}
+    assert settings.judge_options == {FIRST: {"min_accuracy": 0.8, "solo_accuracy": 0.95}}
     assert [a.model_dump() for a in settings.llm_agents] == [LLM]
     assert (settings.n_paths, settings.early_stop, settings.quorum, settings.min_voters) == (5, False, 0.75, 2)
-    assert settings.agreement().quorum == 0.75 and [a.name for a in settings.llm_panel()] == ["qwen"]
+    assert settings.agreement().quorum == 0.75 and settings.agreement().solo_assured is False and [a.name for a in settings.llm_panel()] == ["qwen"]
 
 
 def test_absent_agreement_keys_keep_their_defaults_and_the_keys_are_settings(tmp_path):
@@ -85,6 +87,7 @@ LLM_AT = len(DEFAULT_AGENTS)  # the LLM judge's index in document()
     (lambda d: d["agreement"].update(n_paths=0), "agreement.n_paths", ">= 1"),
     (lambda d: d["agreement"].update(early_stop="yes"), "agreement.early_stop", "true or false"),
     (lambda d: d["agreement"].update(min_voters=99), "agreement.min_voters", "judge(s)"),
+    (lambda d: d["agreement"].update(solo_assured="yes"), "agreement.solo_assured", "true or false"),
     (lambda d: d.update(judges=[]), "judges", "non-empty list"),
     (lambda d: d.pop("judges"), "judges", "missing"),
 ])

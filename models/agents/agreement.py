@@ -7,7 +7,11 @@ batched across pairs, so a pair whose majority is already settled costs no more 
 Level 2 (``agree_across_agents``): a pair is kept only when the agents that voted agree
 (unanimity by default, or a quorum), and, with ``min_backends`` > 1, when the agreeing agents run on
 at least that many different backends (two LLM judges that obey the same injected instruction are
-one opinion). Disagreements stay in the vote tables for analysis and never become labels.
+one opinion). A pair only one agent votes is kept when that agent's vote is assured (its every
+assured paths, those whose out-of-fold record reaches the solo accuracy at their confidence, back it as
+level 1 backs a label; see
+models/agents/learned.py) and one backend suffices. Disagreements stay in the vote tables for
+analysis and never become labels.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class AgreementSettings:
     quorum: float = about(1.0, "share of voting agents that must back the label; 1.0 = unanimity")
     min_voters: int = about(2, "fewer voting agents than this: the pair is discarded")
     min_backends: int = about(1, "the agreeing agents must run on at least this many different backends")
+    solo_assured: bool = about(True, "a pair only one agent votes is kept when that vote is assured (an embedded "
+                               "judge's out-of-fold record at its confidence reaches the judge's solo_accuracy) "
+                               "and min_backends is 1")
     batch_size: int = about(64, "pairs per call of an agent")
     parallel_agents: bool = about(True, "agents are independent services: ask them at the same time")
     stop_agent_when_down: bool = about(True, "every call of a path index failed transiently (after its retries): "
@@ -102,6 +109,14 @@ class AgentVerdict:
     @property
     def paths_used(self) -> int:
         return len(self.paths)
+
+    @property
+    def assured(self) -> bool:
+        """The label may stand alone: it is also the majority of the agent's assured paths alone."""
+        if self.label is None:
+            return False
+        assured = [r for r in self.paths if r.path.is_vote() and r.path.assured]
+        return decide_agent_label(assured)[0] == self.label
 
     def supporting_rationales(self) -> list[str]:
         if self.label is None:
@@ -329,13 +344,20 @@ def agree_across_agents(
     max_path_rationale_chars: int = 300,
     max_rationale_chars: int = 1200,
     min_backends: int = 1,
+    solo_assured: bool = True,
 ) -> CrossAgentDecision:
     """Level 2 for one pair. Voters are the agents that decided a label; abstaining or failed agents
     do not vote. Accepted when there are at least ``min_voters`` voters, one label (a unique
     leader) is backed by at least ``quorum`` of them (1.0 = unanimity), and its backers run on at
-    least ``min_backends`` different backends."""
+    least ``min_backends`` different backends; or, with ``solo_assured``, when a single agent votes,
+    its vote is assured and ``min_backends`` is 1."""
     voters = [v for v in verdicts if v.status == DECIDED and v.label in LABELS]
     n_voters = len(voters)
+    if solo_assured and n_voters == 1 and voters[0].assured and min_backends <= 1:
+        alone = voters[0]
+        rationale = merge_rationales([(alone.agent, text) for text in alone.supporting_rationales()],
+                                     max_path_rationale_chars, max_rationale_chars)
+        return CrossAgentDecision(True, int(alone.label), [alone.agent], 1, "assured alone", rationale)
     if n_voters < min_voters:
         return CrossAgentDecision(False, None, [], n_voters, f"{n_voters} voting agents < min_voters {min_voters}")
     ranked = Counter(v.label for v in voters).most_common()
@@ -409,7 +431,7 @@ def annotate(
             })
         decision = agree_across_agents(
             verdicts, settings.quorum, settings.min_voters, settings.max_path_rationale_chars,
-            settings.max_rationale_chars, settings.min_backends,
+            settings.max_rationale_chars, settings.min_backends, settings.solo_assured,
         )
         decisions[pair.pair_id] = decision
         if decision.accepted:

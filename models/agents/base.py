@@ -86,6 +86,9 @@ class ReasoningPath:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    # the agent's own record says this vote may stand alone (an embedded judge's out-of-fold accuracy at this
+    # confidence reaches its solo accuracy); an LLM judge's never is
+    assured: bool = False
 
     @classmethod
     def failed(cls, error: str, latency_ms: float = 0.0, prompt_tokens: int = 0, completion_tokens: int = 0) -> "ReasoningPath":

@@ -13,6 +13,9 @@ inductive bias unlike the cross-encoder's. It is fitted by cross-fitting, groupe
   of its label, the target's label mix estimated from the judge's own probabilities on those pairs
   (EM under label shift, :func:`estimate_prior`); without target pairs, by 1 / its share (a uniform
   mix). Below that confidence, or for a label never that reliable, the judge abstains;
+- a second gate, calibrated the same way for ``solo_accuracy`` (stricter), marks the votes the judge's
+  record says may stand alone: such a path is ``assured``, and a pair no other judge votes is kept on it
+  (level 2, ``AgreementSettings.solo_assured``);
 - the fold models are the judge's reasoning paths (level 1): path i asks fold model i, so the
   paths disagree where the judge's own fit is uncertain, and each path's gate was calibrated on
   pairs that path never trained on.
@@ -142,13 +145,15 @@ class FittedJudge:
     columns: list[str]
     gate: Gate
     label_counts: dict[int, int] = field(default_factory=dict)
+    solo_gate: Gate | None = None  # the stricter gate of the votes that may stand alone (None: none may)
 
 
 def fit_learned(features: pd.DataFrame, labels: Sequence[int], queries: Sequence[str], usable: np.ndarray, *,
-                folds: int = 3, min_accuracy: float = 0.8, seed: int = 0,
+                folds: int = 3, min_accuracy: float = 0.8, solo_accuracy: float | None = None, seed: int = 0,
                 target: pd.DataFrame | None = None) -> FittedJudge:
-    """Cross-fit fold models on the usable seed pairs and calibrate their gate out of fold, for the pairs
-    to judge ``target`` (their usable feature rows; None or too few: a uniform label mix)."""
+    """Cross-fit fold models on the usable seed pairs and calibrate their gates out of fold (``solo_accuracy``
+    None: no vote stands alone), for the pairs to judge ``target`` (their usable feature rows; None or too
+    few: a uniform label mix)."""
     y = np.asarray(labels, dtype=int)
     mask = np.asarray(usable, dtype=bool) & np.isin(y, LABELS)
     # a feature no seed pair has (a behaviour field this source does not log) tells nothing
@@ -167,8 +172,12 @@ def fit_learned(features: pd.DataFrame, labels: Sequence[int], queries: Sequence
         model = _tree_model(seed + k).fit(X[train], y[train])
         oof[~train] = _full_proba(model, X[~train])
         models.append(model)
-    gate = fit_gate(oof, y, min_accuracy=min_accuracy, target_prior=_target_prior(models, features.columns, y, target))
-    return FittedJudge(models, list(features.columns), gate, {int(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))})
+    prior = _target_prior(models, features.columns, y, target)
+    gate = fit_gate(oof, y, min_accuracy=min_accuracy, target_prior=prior)
+    solo = None if solo_accuracy is None else fit_gate(oof, y, min_accuracy=max(solo_accuracy, min_accuracy),
+                                                       target_prior=prior)
+    return FittedJudge(models, list(features.columns), gate, {int(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
+                       solo)
 
 
 def _target_prior(models: list, columns, y: np.ndarray, target: pd.DataFrame | None) -> np.ndarray | None:
@@ -212,6 +221,7 @@ class LearnedJudge:
     def config_key(self) -> str:
         return stable_hash({"backend": self.backend, "model": self.model, "version": self.prompt_version,
                             "gate": self.fitted.gate.to_dict(), "columns": self.fitted.columns,
+                            "solo_gate": self.fitted.solo_gate.to_dict() if self.fitted.solo_gate else None,
                             "fingerprint": self._fingerprint, "unsure": sorted(self.unsure.items()),
                             "trees": [stable_hash(repr(m.get_params())) for m in self.fitted.models],
                             "labels": self.fitted.label_counts})
@@ -262,9 +272,14 @@ class LearnedJudge:
                 out.append(ReasoningPath(None, f"{tag} {evidence}; label {label} at {confidence:.2f}, {why}",
                                          STATUS_ABSTAIN))
                 continue
-            out.append(ReasoningPath(label, f"{tag} {evidence} -> {label} (Pr {confidence:.2f})", STATUS_OK))
+            solo = self.fitted.solo_gate
+            assured = solo is not None and solo.admits(label, confidence)
+            alone = f", may stand alone (>= {solo.thresholds[label]:.2f})" if assured else ""
+            out.append(ReasoningPath(label, f"{tag} {evidence} -> {label} (Pr {confidence:.2f}{alone})", STATUS_OK,
+                                     assured=assured))
         return out
 
     def calibration(self) -> dict:
+        solo = self.fitted.solo_gate
         return {"model": self.model, "features": self.fitted.columns, "labels": self.fitted.label_counts,
-                **self.fitted.gate.to_dict()}
+                **self.fitted.gate.to_dict(), "solo": solo.to_dict() if solo else None}
