@@ -194,7 +194,8 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
     counts = {"logged_rows": logs.count(), "logged_pairs": pairs.count()}
     candidates = behavioural_candidates(user_feedback_agent(pairs, settings), click_model_agent(pairs, settings=settings),
                                         limit=settings.max_candidates).localCheckpoint()
-    to_score = candidates.unionByName(uniform_sample(pairs, candidates, settings.sample_rest, settings.seed))
+    sample = uniform_sample(pairs, candidates, settings.sample_rest, settings.seed).localCheckpoint()
+    to_score = candidates.unionByName(sample)
     documents = document_texts(store.read_spark(session, table_name(BRONZE_CATALOG)))
     scored_input = to_score.join(documents.select("doc_id", "language", "doc_text"), ["doc_id", "language"]).toPandas()
     counts["behavioural_candidates"] = candidates.count()
@@ -205,7 +206,7 @@ def mine_window(session, store, scorer: Scorer, settings: MinerSettings, start: 
     lap("model_agents")
 
     scored = pairs.drop("score").join(session.createDataFrame(signals), PAIR, "inner")
-    tau_md, tau_mu = model_thresholds(scored, settings)
+    tau_md, tau_mu = model_thresholds(scored, settings, sample)
     # the behavioural rules again, now with the model's score f for every pair it saw
     union = union_of_agents([user_feedback_agent(scored, settings), click_model_agent(scored, settings=settings),
                              model_agents(scored, tau_md, tau_mu, settings.mc_passes)])

@@ -52,14 +52,16 @@ class MinerSettings:
     tau_position: float = about(3.0, "unscored pairs: a mean position below the top 3 = the ranker thinks little "
                                 "of it (the rank proxy)")
     rank_proxy: bool = about(True, "False: unscored pairs are never flagged by the behavioural agents")
-    # --- model agents. Thresholds None: the ``model_flag_quantile`` of the scored pairs, because what counts as
+    # --- model agents. Thresholds None: the ``model_flag_quantile`` of the window's own pairs (the uniform sample
+    # the model scores beside the behavioural candidates, which are mostly clicked pairs), because what counts as
     # "unsure" depends on the model (a young seed model is unsure everywhere, a mature one rarely)
-    tau_md: float | None = about(None, "MC-dropout score gap threshold; None: model_flag_quantile of the scored "
-                                 "pairs")
+    tau_md: float | None = about(None, "MC-dropout score gap threshold; None: model_flag_quantile of the uniform "
+                                 "sample's")
     tau_mu: float | None = about(None, "entropy threshold (nats, at most ln 4 = 1.386); None: model_flag_quantile "
-                                 "of the scored pairs")
+                                 "of the uniform sample's")
     model_flag_quantile: float = about(0.8, "where tau_md / tau_mu are None: the model agents flag the pairs above "
-                                       "this quantile of the scored pairs' gap / entropy")
+                                       "this quantile of the uniform sample's gap / entropy (of every scored pair "
+                                       "when there is no sample)")
     mc_passes: int = about(4, "MC-dropout passes per pair")
     mc_top_layers: int = about(1, "n: dropout resampled per MC pass only in the top n encoder layers and the head, "
                                "the layers below run once (1 + passes * n / depth forward passes per pair, not 1 + "
@@ -174,8 +176,13 @@ def click_model_agent(attractiveness: DataFrame, scores: DataFrame | None = None
     )
 
 
-def model_thresholds(scored: DataFrame, settings: MinerSettings) -> tuple[float, float]:
-    """(tau_md, tau_mu): as configured, or the configured quantile of the scored pairs' signals."""
+def model_thresholds(scored: DataFrame, settings: MinerSettings, sample: DataFrame | None = None) -> tuple[float, float]:
+    """(tau_md, tau_mu): as configured, or the configured quantile of the signals of the scored pairs in
+    ``sample`` (the window's uniform sample: its own distribution), or of every scored pair when the sample
+    has none of them."""
+    if sample is not None:
+        sampled = scored.join(sample.select(*PAIR), PAIR, "left_semi")
+        scored = sampled if not sampled.isEmpty() else scored
     quantiles = scored.approxQuantile(["disagreement_score", "uncertainty_score"], [settings.model_flag_quantile], 0.001)
     tau_md = settings.tau_md if settings.tau_md is not None else (quantiles[0] or [float("inf")])[0]
     tau_mu = settings.tau_mu if settings.tau_mu is not None else (quantiles[1] or [float("inf")])[0]

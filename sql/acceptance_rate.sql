@@ -7,8 +7,10 @@
 --   pairs_annotated                 pairs the agents were asked about
 --   pairs_2plus_decided             pairs where >= 2 agents decided a label (could be accepted)
 --   accepted                        pairs in consensus_labels
+--   accepted_alone                  of those, pairs one agent alone decided (an assured vote, solo_assured)
 --   acceptance_rate                 accepted / pairs_annotated
---   acceptance_rate_2plus_decided   accepted / pairs_2plus_decided (agreement once enough agents voted)
+--   acceptance_rate_2plus_decided   (accepted - accepted_alone) / pairs_2plus_decided (agreement once
+--                                   enough agents voted)
 --   discarded                       pairs_annotated - accepted, split into
 --     discarded_disagreement        >= 2 decided agents whose labels differ
 --     discarded_few_voters          fewer than 2 decided agents (abstained / failed)
@@ -45,6 +47,7 @@ counts AS (
            count(*) AS pairs_annotated,
            count_if(n_decided >= 2) AS pairs_2plus_decided,
            count_if(is_accepted) AS accepted,
+           count_if(is_accepted AND n_decided < 2) AS accepted_alone,
            count_if(NOT is_accepted) AS discarded,
            count_if(NOT is_accepted AND n_decided >= 2 AND n_labels > 1) AS discarded_disagreement,
            count_if(NOT is_accepted AND n_decided < 2) AS discarded_few_voters
@@ -57,8 +60,10 @@ SELECT iteration,
        pairs_annotated::BIGINT AS pairs_annotated,
        pairs_2plus_decided::BIGINT AS pairs_2plus_decided,
        accepted::BIGINT AS accepted,
+       accepted_alone::BIGINT AS accepted_alone,
        accepted / pairs_annotated AS acceptance_rate,
-       CASE WHEN pairs_2plus_decided > 0 THEN accepted / pairs_2plus_decided END AS acceptance_rate_2plus_decided,
+       CASE WHEN pairs_2plus_decided > 0 THEN (accepted - accepted_alone) / pairs_2plus_decided END
+           AS acceptance_rate_2plus_decided,
        discarded::BIGINT AS discarded,
        discarded_disagreement::BIGINT AS discarded_disagreement,
        discarded_few_voters::BIGINT AS discarded_few_voters,

@@ -491,6 +491,19 @@ def test_acceptance_rate_by_hand(run_db):
         assert got[key] == pytest.approx(values), key
 
 
+def test_a_pair_one_agent_alone_labelled_is_counted_apart(tmp_path):
+    labels = [label_row(1, "p1", "A", 2), label_row(1, "p1", "B", 2), label_row(1, "p2", "A", 3),
+              label_row(1, "p2", "B", None, "abstained"), label_row(1, "p3", "A", 1), label_row(1, "p3", "B", 0)]
+    consensus = [{"iteration": 1, "pair_id": p, "query": "q", "language": "en", "language_family": FAMILY["en"],
+                  "doc_id": f"d-{p}", "label": label, "agreeing_agents": agents, "n_voters": len(agents),
+                  "rationale": "r"} for p, label, agents in (("p1", 2, ["A", "B"]), ("p2", 3, ["A"]))]
+    con = build(tmp_path, agent_labels=labels, consensus_labels=consensus)
+    row = rows(con, "SELECT * FROM acceptance_rate WHERE iteration IS NULL AND language_family = 'all'")[0]
+    assert (row["pairs_annotated"], row["pairs_2plus_decided"], row["accepted"], row["accepted_alone"]) == (3, 2, 2, 1)
+    assert approx(row["acceptance_rate"], 2 / 3) and approx(row["acceptance_rate_2plus_decided"], 1 / 2)
+    assert (row["discarded_disagreement"], row["discarded_few_voters"], row["discarded_other"]) == (1, 0, 0)
+
+
 def test_label_distribution_by_hand(run_db):
     got = {(r["source"], r["agent"], r["iteration"], r["label"]): (r["n"], r["share"])
            for r in rows(run_db, "SELECT * FROM label_distribution")}

@@ -9,6 +9,7 @@ from spark_jobs.mining import (
     behavioural_candidates,
     click_model_agent,
     language_quotas,
+    model_thresholds,
     query_key,
     select_within_budget,
     uniform_sample,
@@ -95,6 +96,22 @@ def test_candidates_and_uniform_sample_of_the_rest(spark):
     assert len(sample) == 4 and not set(sample) & {"d0", "d1", "d2"}
     assert sample == [r["doc_id"] for r in uniform_sample(pairs.repartition(3), candidates, 4, seed=3).collect()]
     assert len(uniform_sample(pairs, candidates, 100, seed=3).collect()) == 9
+
+
+def test_model_thresholds_are_the_quantile_of_the_windows_uniform_sample(spark):
+    # candidates (c*) are unsure, the window's sample (u*) mostly sure: the sample says what "unsure" means here
+    rows = [("q", "en", f"c{i}", 0.5 + i / 100, 1.2) for i in range(40)] + \
+        [("q", "en", f"u{i}", i / 100, i / 100) for i in range(10)]
+    scored = frame(spark, rows, "query string, language string, doc_id string, disagreement_score double, "
+                                "uncertainty_score double")
+    sample = scored.where(F.col("doc_id").startswith("u")).select("query", "language", "doc_id")
+    settings = MinerSettings(model_flag_quantile=0.8)
+    assert model_thresholds(scored, settings, sample) == (0.07, 0.07)  # the 8th of the sample's 10
+    tau_md, tau_mu = model_thresholds(scored, settings)  # no sample: every scored pair, mostly the candidates'
+    assert tau_md == 0.79 and tau_mu == 1.2
+    empty = sample.where("false")
+    assert model_thresholds(scored, settings, empty) == (tau_md, tau_mu)
+    assert model_thresholds(scored, MinerSettings(tau_md=0.3, tau_mu=0.9), sample) == (0.3, 0.9)
 
 
 def test_union_keeps_any_flag_and_every_score(spark):
