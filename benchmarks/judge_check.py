@@ -7,7 +7,8 @@ Reads an ingested SERM_HOME (``serm simulate ...`` then ``serm ingest``; any str
 ``simulator/truth/truth.parquet``). The panel is built as the annotation asset builds it (seed
 judgments with the seed period's behaviour, the window's clicks, the glossary as of the window's end)
 and judges ``--sample`` logged pairs of the newest window: a random sample by default, or
-``--mined`` the newest iteration's mined pairs when the home has them. Truth is read here only.
+``--mined`` the newest iteration's mined pairs when the home has them (``--iteration N``: iteration N's, as of
+its window's end). Truth is read here only.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ def truth(home: Path) -> pd.DataFrame:
     return frame.drop_duplicates(PAIR)[[*PAIR, "label"]].rename(columns={"label": "true_label"})
 
 
-def judged_pairs(session, store, window_days: int, sample: int, mined: bool, seed: int) -> tuple[pd.DataFrame, tuple]:
+def judged_pairs(session, store, window_days: int, sample: int, mined: bool, seed: int,
+                 iteration: int | None = None) -> tuple[pd.DataFrame, tuple]:
     if mined and store.exists(table_name(MINED_SAMPLES)):
         frame = store.read_arrow(table_name(MINED_SAMPLES)).to_pandas()
-        frame = frame[frame["iteration"] == frame["iteration"].max()]
+        frame = frame[frame["iteration"] == (frame["iteration"].max() if iteration is None else iteration)]
+        if frame.empty:
+            raise SystemExit(f"no mined pairs of iteration {iteration} in {store.root}")
         return frame, (frame["window_start"].min(), frame["window_end"].max())
     start, end = iteration_window(store, MiningSettings(window_days=window_days))
     _, _, pairs = pair_behaviour(session, store, start, end)
@@ -62,6 +66,7 @@ def main() -> None:
     parser.add_argument("--window-days", type=int, default=3)
     parser.add_argument("--sample", type=int, default=1500)
     parser.add_argument("--mined", action="store_true")
+    parser.add_argument("--iteration", type=int, default=None, help="with --mined: this iteration (default: the newest)")
     parser.add_argument("--set", action="append", default=[], help="JUDGE.OPTION=VALUE, e.g. features.min_accuracy=0.85")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -69,7 +74,7 @@ def main() -> None:
     store = DeltaStore(paths.lakehouse)
     session = build_spark_session("local[2]", app_name="judge-check")
     started = time.perf_counter()
-    frame, (start, end) = judged_pairs(session, store, args.window_days, args.sample, args.mined, args.seed)
+    frame, (start, end) = judged_pairs(session, store, args.window_days, args.sample, args.mined, args.seed, args.iteration)
     catalog = store.read_arrow(table_name(BRONZE_CATALOG)).to_pandas()
     settings = AnnotatorSettings(judge_options=options(args.set))
     frame["query"] = frame["query"].map(normalize_query)

@@ -20,7 +20,9 @@ from models.agents.base import PairToJudge
 from models.agents.embedded import DEFAULT_AGENTS, default_panel, pairs_to_judge, panel_calibration
 from models.agents.features import knowledge_features
 from models.agents.knowledge import CatalogKnowledge, KnowledgeSettings
-from models.agents.learned import LearnedJudge, estimate_prior, fit_gate, fit_learned, gate_weights, query_folds
+from models.agents.learned import (
+    FittedJudge, LearnedJudge, estimate_prior, fit_gate, fit_learned, gate_weights, query_folds, solo_gates_where_alone,
+)
 from models.agents.text import clean_document_text, value_parts
 
 PAIR = ["query", "language", "doc_id"]
@@ -240,6 +242,35 @@ def test_a_vote_stands_alone_only_where_the_judge_was_right_solo_accuracy_of_the
     never = fit_learned(pd.DataFrame({"x": x}), labels, queries, np.ones(1200, bool), min_accuracy=0.6, solo_accuracy=1.01)
     assert not any(p.assured for p in LearnedJudge("features", "v", featurize, never).judge(pairs, 0))
     assert LearnedJudge("features", "v", featurize, never).config_key() != judge.config_key()
+
+
+def test_on_a_panel_a_lone_vote_is_calibrated_on_the_pairs_the_other_judges_leave_alone():
+    """Judge a is right on the 300 easy pairs judge b votes on too, and on half of the 40 hard pairs b abstains
+    on: 94% right overall, 50% where it would stand alone."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, 340)
+
+    def confident(said):
+        proba = np.full((len(said), 4), 0.05 / 3)
+        proba[np.arange(len(said)), said] = 0.95
+        return proba
+
+    said_a = labels.copy()
+    said_a[300::2] = (labels[300::2] + 1) % 4
+    oof_b = confident(labels)
+    oof_b[300:] = np.nan
+
+    def judge(oof):
+        gate = fit_gate(oof, labels, min_accuracy=0.6)
+        return FittedJudge([], [], gate, {}, fit_gate(oof, labels, min_accuracy=0.9), oof)
+
+    alone = judge(confident(said_a))
+    assert any(t is not None for t in alone.solo_gate.thresholds.values())  # on its own record: 94% right
+    panel = solo_gates_where_alone({"a": alone, "b": judge(oof_b)}, labels)
+    assert set(panel["a"].solo_gate.thresholds.values()) == {None}  # where b abstains: 50% right
+    assert set(panel["b"].solo_gate.thresholds.values()) == {None}  # b is never alone on the seed pairs
+    assert panel["a"].gate == alone.gate and panel["a"].solo_gate.min_accuracy == 0.9
+    assert solo_gates_where_alone({"a": alone}, labels)["a"] is alone  # a judge alone on its panel keeps its own
 
 
 # --- the panel --------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ inductive bias unlike the cross-encoder's. It is fitted by cross-fitting, groupe
   mix). Below that confidence, or for a label never that reliable, the judge abstains;
 - a second gate, calibrated the same way for ``solo_accuracy`` (stricter), marks the votes the judge's
   record says may stand alone: such a path is ``assured``, and a pair no other judge votes is kept on it
-  (level 2, ``AgreementSettings.solo_assured``);
+  (level 2, ``AgreementSettings.solo_assured``). On a panel, that gate is calibrated on the seed pairs no
+  other judge votes out of fold (:func:`solo_gates_where_alone`): a lone vote is cast where the others
+  abstain, on pairs harder than the average one, so the average pair's record would flatter it;
 - the fold models are the judge's reasoning paths (level 1): path i asks fold model i, so the
   paths disagree where the judge's own fit is uncertain, and each path's gate was calibrated on
   pairs that path never trained on.
@@ -24,7 +26,7 @@ inductive bias unlike the cross-encoder's. It is fitted by cross-fitting, groupe
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -146,6 +148,7 @@ class FittedJudge:
     gate: Gate
     label_counts: dict[int, int] = field(default_factory=dict)
     solo_gate: Gate | None = None  # the stricter gate of the votes that may stand alone (None: none may)
+    oof: np.ndarray | None = None  # out-of-fold probabilities of every seed pair given (NaN: no evidence)
 
 
 def fit_learned(features: pd.DataFrame, labels: Sequence[int], queries: Sequence[str], usable: np.ndarray, *,
@@ -166,6 +169,7 @@ def fit_learned(features: pd.DataFrame, labels: Sequence[int], queries: Sequence
                          f"got {n_groups} queries, labels {sorted(set(y))}")
     fold = query_folds(list(groups), folds, seed)
     oof = np.full((len(y), len(LABELS)), np.nan)
+    every = np.full((len(mask), len(LABELS)), np.nan)
     models = []
     for k in range(folds):
         train = fold != k
@@ -176,8 +180,35 @@ def fit_learned(features: pd.DataFrame, labels: Sequence[int], queries: Sequence
     gate = fit_gate(oof, y, min_accuracy=min_accuracy, target_prior=prior)
     solo = None if solo_accuracy is None else fit_gate(oof, y, min_accuracy=max(solo_accuracy, min_accuracy),
                                                        target_prior=prior)
+    every[mask] = oof
     return FittedJudge(models, list(features.columns), gate, {int(k): int(v) for k, v in zip(*np.unique(y, return_counts=True))},
-                       solo)
+                       solo, every)
+
+
+def votes_out_of_fold(fitted: FittedJudge) -> np.ndarray:
+    """Per seed pair, whether the judge's gate admits its out-of-fold prediction (False: no evidence)."""
+    usable = ~np.isnan(fitted.oof).any(axis=1)
+    proba = np.nan_to_num(fitted.oof)
+    admitted = np.array([fitted.gate.admits(int(p.argmax()), float(p.max())) for p in proba], dtype=bool)
+    return usable & admitted
+
+
+def solo_gates_where_alone(fitted: Mapping[str, FittedJudge], labels: Sequence[int]) -> dict[str, FittedJudge]:
+    """The judges of one panel (fitted on the same seed pairs, ``labels``), each solo gate calibrated again on
+    the seed pairs no other judge votes out of fold: the pairs its lone votes will be cast on."""
+    votes = {name: votes_out_of_fold(judge) for name, judge in fitted.items()}
+    y = np.asarray(labels, dtype=int)
+    out = {}
+    for name, judge in fitted.items():
+        others = [v for other, v in votes.items() if other != name]
+        if judge.solo_gate is None or not others:
+            out[name] = judge
+            continue
+        alone = ~np.any(others, axis=0)
+        prior = judge.gate.target_prior
+        out[name] = replace(judge, solo_gate=fit_gate(judge.oof[alone], y[alone], min_accuracy=judge.solo_gate.min_accuracy,
+                                                      target_prior=None if prior is None else np.array(prior)))
+    return out
 
 
 def _target_prior(models: list, columns, y: np.ndarray, target: pd.DataFrame | None) -> np.ndarray | None:
