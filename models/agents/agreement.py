@@ -7,11 +7,10 @@ batched across pairs, so a pair whose majority is already settled costs no more 
 Level 2 (``agree_across_agents``): a pair is kept only when the agents that voted agree
 (unanimity by default, or a quorum), and, with ``min_backends`` > 1, when the agreeing agents run on
 at least that many different backends (two LLM judges that obey the same injected instruction are
-one opinion). A pair only one agent votes is kept when that agent's vote is assured (its every
-assured paths, those whose out-of-fold record reaches the solo accuracy at their confidence, back it as
-level 1 backs a label; see
-models/agents/learned.py) and one backend suffices. Disagreements stay in the vote tables for
-analysis and never become labels.
+one opinion). A pair only one agent votes is kept when that agent's vote is assured and one backend
+suffices: its assured paths (those whose out-of-fold record reaches the judge's solo accuracy at their
+confidence; models/agents/learned.py) back the label as level 1 backs one. Disagreements stay in the
+vote tables for analysis and never become labels.
 """
 
 from __future__ import annotations
