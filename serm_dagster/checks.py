@@ -24,13 +24,13 @@ def schema_check(key: AssetKey):
                                     metadata={"problem": f"table {name} does not exist"})
         days = store.lineage(name, version).get("partition_keys") or []
         filters = [("date", "in", [date.fromisoformat(d) for d in days])] if days else None
-        frame = store.read_arrow(name, version, filters=filters).to_pandas()
-        failures = check_table(name, frame)
+        table = store.read_arrow(name, version, filters=filters)
+        failures = check_table(name, table)
         return AssetCheckResult(
             passed=failures.empty,
             metadata={
                 "delta_version": version,
-                "rows_checked": len(frame),
+                "rows_checked": table.num_rows,
                 "failures": len(failures),
                 "sample": MetadataValue.md(failures.head(10).to_markdown(index=False) if len(failures) else "none"),
             },

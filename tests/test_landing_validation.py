@@ -12,7 +12,7 @@ import pytest
 from spark_jobs.ingest import (QUERY_LOG_TYPES, _merged, _parquet_logs, _validated_logs, arrow_schema, bronze_tables,
                               scan_file_days)
 from spark_jobs.landing import LandingFileError, LandingLimits, _text, read_records
-from spark_jobs.schemas import CATALOG, JUDGMENTS, QUERY_LOGS, plain_query_logs, validate_records
+from spark_jobs.schemas import CATALOG, JUDGMENTS, QUERY_LOGS, check_table, plain_query_logs, validate_records
 from tests.conftest import write_logs_csv
 
 GOOD = "r1,2026-01-01T10:00:00Z,s1,red shoes,en,D1,1,true,3000"
@@ -240,3 +240,17 @@ def test_parquet_rows_kept_at_once_are_those_validation_keeps(tmp_path, ts_type)
     assert 8 <= plain.sum() < kept  # both ways were taken by rows that are kept
     # the landing index reads typed timestamps the same way: the days of the rows it can date
     assert scan_file_days(path, "logs", limits) == ["2026-01-01", "2026-01-02"]
+
+
+def test_table_checks_name_the_failing_columns_whatever_the_frame():
+    """The lakehouse tables' checks: Arrow tables (what the asset checks read) and pandas frames alike."""
+    good = {"date": [dt.date(2026, 1, 1)] * 3, "query": ["red shoes", "hoodie", "pesi"], "language": ["en", "en", "it"],
+            "doc_id": ["D1", "D2", "D3"], "impressions": [3, 1, 2], "clicks": [1, 0, 2], "ctr": [1 / 3, 0.0, 1.0],
+            "mean_position": [1.5, 2.0, 1.0], "mean_dwell_ms": [300.0, None, 10.0], "sessions": [2, 1, 1]}
+    assert check_table("silver/impressions", pa.table(good)).empty
+    assert check_table("silver/impressions", pd.DataFrame(good)).empty
+    bad = {**good, "query": ["red shoes", "", "pesi"], "language": ["en", "EN!", None], "impressions": [3, 0, 2]}
+    for frame in (pa.table(bad), pd.DataFrame(bad)):
+        failures = check_table("silver/impressions", frame)
+        assert set(failures["column"]) == {"query", "language", "impressions"}
+        assert set(failures["failure_case"].dropna().astype(str)) >= {"", "EN!", "0"}
