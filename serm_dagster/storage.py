@@ -1,10 +1,13 @@
 """The one storage layer: Delta tables under ``<root>/<layer>/<table>``, the root a local folder (default
 ``SERM_HOME/lakehouse``) or an object-store URI (``s3://``, ``gs://``, ``abfss://``; ``SermPaths.lakehouse``).
 
-Spark computes; by default a DataFrame goes Spark -> Parquet staging -> Arrow batches -> ``deltalake``
-(delta-rs), never whole through the driver, because delta-spark fetches its jars from Maven when a
-session starts. Where the Delta jars are on the session's classpath (a cluster), the same call writes natively with delta-spark. Either way each
-commit carries the lineage as JSON in ``commitInfo.userMetadata``, the field both writers share.
+Spark computes, and delta-spark fetches its jars from Maven when a session starts, so by default Spark's
+executors write a DataFrame's Parquet files and ``deltalake`` (delta-rs) commits those very files to the table:
+no byte passes through the driver. (A partition column of another type than date, integer or text, whose
+folder names Spark and Delta spell differently, goes Parquet staging -> Arrow batches -> delta-rs instead; an
+Arrow table is written by delta-rs.) Where the Delta jars are on the session's classpath (a cluster), the same
+call writes natively with delta-spark. Each commit carries the lineage as JSON in ``commitInfo.userMetadata``,
+the field every writer here shares.
 Reading for Spark without the jars, Spark reads the version's Parquet files itself (the list from the Delta
 log), not a copy handed over from Arrow.
 
@@ -28,9 +31,12 @@ from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.dataset as pa_dataset
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import SchemaMismatchError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from serm_dagster.settings import is_uri
 
@@ -38,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
 
 LINEAGE_KEY = "userMetadata"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the folder name Spark gives a null partition value
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,8 @@ class DeltaStore:
             writer = writer.option("replaceWhere", predicate) if predicate else writer.option("overwriteSchema", "true")
             writer.save(str(path))
             rows = None
+        elif not (self.remote or isinstance(data, pa.Table)) and _committable(_arrow_schema_of(data), partition_by):
+            rows = self._commit_spark_files(table, data, partition_by, replace, metadata)
         else:
             with self._arrow_stream(data) as (stream, counted):
                 write_deltalake(
@@ -194,6 +203,34 @@ class DeltaStore:
             rows = int(commit.get("operationMetrics", {}).get("numOutputRows", -1))
         return WriteResult(table, path, version, rows, schema, native)
 
+    def _commit_spark_files(self, table: str, data: "DataFrame", partition_by: list[str] | None,
+                            replace: Mapping[str, Iterable[Any]] | None, metadata: str) -> int:
+        """Spark's executors write the Parquet files, which move into the table's folder as they are, and delta-rs
+        commits them (``replace``: those partitions; otherwise the whole table, schema included); the rows written.
+        No byte of the data passes through the driver, so the write scales with the executors."""
+        path, schema = self.path(table), _arrow_schema_of(data)
+        existing = self._table(table) if replace else None
+        if existing is not None and _columns(existing.schema()) != _columns(DeltaSchema.from_arrow(schema)):
+            raise SchemaMismatchError(f"{table}: the partitions to replace have other columns than the table "
+                                      f"({_columns(DeltaSchema.from_arrow(schema))} against "
+                                      f"{_columns(existing.schema())}); write the table whole, or delete {path}")
+        staging = self.root / "_staging" / uuid.uuid4().hex
+        try:
+            writer = data.write.mode("overwrite")
+            (writer.partitionBy(*partition_by) if partition_by else writer).parquet(str(staging))
+            actions = [_moved_file(file, staging, path) for file in sorted(staging.rglob("*.parquet"))]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        commit = CommitProperties(custom_metadata={LINEAGE_KEY: metadata})
+        if existing is None:
+            create_table_with_add_actions(str(path), DeltaSchema.from_arrow(schema), actions, mode="overwrite",
+                                          partition_by=partition_by, commit_properties=commit)
+        else:
+            filters = [(column, "in", [str(v) for v in values]) for column, values in replace.items()]
+            existing.create_write_transaction(actions, mode="overwrite", schema=schema, partition_by=partition_by,
+                                              partition_filters=filters, commit_properties=commit)
+        return sum(json.loads(action.stats)["numRecords"] for action in actions)
+
     @contextmanager
     def _arrow_stream(self, data: "DataFrame | pa.Table"):
         """(record batches, {"rows": n once consumed}) of an Arrow table or a Spark DataFrame.
@@ -211,7 +248,7 @@ class DeltaStore:
         if isinstance(data, pa.Table):
             yield pa.RecordBatchReader.from_batches(data.schema, counting(data.to_batches())), counted
             return
-        schema = data.limit(0).toArrow().schema
+        schema = _arrow_schema_of(data)
         # Spark's executors write local files (an object store needs jars and credentials Spark does not have)
         staging = Path(tempfile.mkdtemp(prefix="serm-staging-")) if self.remote else \
             self.root / "_staging" / uuid.uuid4().hex
@@ -249,6 +286,40 @@ class DeltaStore:
                 raw = entry.get(LINEAGE_KEY)
                 return json.loads(raw) if raw else {}
         raise KeyError(f"no commit {version} in {table!r}")
+
+
+def _arrow_schema_of(data: "DataFrame") -> pa.Schema:
+    """The Arrow schema Spark's own conversion gives a DataFrame: the table's schema on either write path."""
+    return data.limit(0).toArrow().schema
+
+
+def _columns(schema: DeltaSchema) -> list[tuple[str, str]]:
+    """Each column's name and Delta type (nullability aside: Spark's differs from write to write)."""
+    return [(field.name, str(field.type)) for field in schema.fields]
+
+
+def _committable(schema: pa.Schema, partition_by: list[str] | None) -> bool:
+    """Whether Spark's files can be committed as written: partition values (read back from the folder names Spark
+    gives them) of a type whose text is the same in Spark's names and in Delta's log: dates, integers, text."""
+    kinds = (pa.types.is_date32, pa.types.is_integer, pa.types.is_string, pa.types.is_large_string)
+    return all(any(kind(schema.field(column).type) for kind in kinds) for column in partition_by or [])
+
+
+def _moved_file(file: Path, staging: Path, table: Path) -> AddAction:
+    """A Parquet file Spark wrote under ``staging`` moved to the same place under ``table``, as a Delta add
+    action: partition values from its folders (``name=value``, Spark's escapes undone), rows from its footer."""
+    relative = file.relative_to(staging)
+    target = table / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    file.replace(target)
+    values = {}
+    for folder in relative.parts[:-1]:
+        column, _, value = folder.partition("=")
+        values[column] = None if value == HIVE_NULL else unquote(value)
+    stat = target.stat()
+    stats = json.dumps({"numRecords": pq.read_metadata(target).num_rows})
+    return AddAction(relative.as_posix(), stat.st_size, values, stat.st_mtime_ns // 1_000_000,
+                     True, stats)
 
 
 def _spark_schema(schema: pa.Schema):

@@ -5,6 +5,7 @@ import os
 
 import pyarrow as pa
 import pytest
+from deltalake.exceptions import SchemaMismatchError
 
 from serm_dagster.storage import DeltaStore, delta_jars_available, partition_predicate
 
@@ -75,6 +76,36 @@ def test_spark_reads_the_versions_files_whatever_the_paths_hold(tmp_path, spark)
     assert [r["v"] for r in store.read_spark(spark, "gold/u", version=0, where_in=("k", ["00123", "=/%"]))
             .orderBy("v").collect()] == [2, 3]
     assert [r["k"] for r in store.read_spark(spark, "gold/u").collect()] == ["x y"]  # the latest version
+
+
+def test_spark_files_are_committed_as_written(tmp_path, spark):
+    """A DataFrame's Parquet files, written by Spark, become the table's files (no second write through the driver):
+    partition values that need escaping or are null, lists and timestamps, a partition replaced or emptied, the whole
+    table overwritten with a new schema; delta-rs and Spark read back what was written, and no staging is left."""
+    store = DeltaStore(tmp_path / "a b%c")
+    schema = "k string, n int, tags array<string>, ts timestamp"
+    when = dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone.utc)
+    rows = [("x y", 1, ["a"], when), ("=/%:", 2, [], when), (None, 3, None, when), ("x y", 4, ["b", "c"], None)]
+    first = store.write("gold/s", spark.createDataFrame(rows, schema), lineage={"step": 1}, partition_by=["k"])
+    assert (first.version, first.rows_written, first.native) == (0, 4, False)
+    assert {p.name[:5] for p in (tmp_path / "a b%c" / "gold" / "s").rglob("*.parquet")} == {"part-"}  # Spark's
+    assert sorted(store.read_arrow("gold/s").to_pylist(), key=lambda r: r["n"]) == [
+        {"k": "x y", "n": 1, "tags": ["a"], "ts": when}, {"k": "=/%:", "n": 2, "tags": [], "ts": when},
+        {"k": None, "n": 3, "tags": None, "ts": when}, {"k": "x y", "n": 4, "tags": ["b", "c"], "ts": None}]
+    replaced = store.write("gold/s", spark.createDataFrame([("=/%:", 9, ["z"], when)], schema), lineage={"step": 2},
+                           partition_by=["k"], replace={"k": ["=/%:"]})
+    emptied = store.write("gold/s", spark.createDataFrame([], schema), lineage={"step": 3}, partition_by=["k"],
+                          replace={"k": ["x y"]})
+    assert (replaced.rows_written, emptied.rows_written, store.lineage("gold/s")["step"]) == (1, 0, 3)
+    assert sorted((r["k"], r["n"]) for r in store.read_spark(spark, "gold/s").collect()
+                  if r["k"] is not None) == [("=/%:", 9)]
+    assert store.count_rows("gold/s") == 2 and store.count_rows("gold/s", version=0) == 4
+    with pytest.raises(SchemaMismatchError, match="other columns than the table"):  # never a silent new schema
+        store.write("gold/s", spark.createDataFrame([("=/%:", 9)], "k string, n int"), lineage={}, partition_by=["k"],
+                    replace={"k": ["=/%:"]})
+    anew = store.write("gold/s", spark.createDataFrame([(7, "new")], "n long, note string"), lineage={})
+    assert anew.schema.names == ["n", "note"] and store.read_arrow("gold/s").to_pylist() == [{"n": 7, "note": "new"}]
+    assert not list((tmp_path / "a b%c" / "_staging").glob("*"))
 
 
 def test_partition_predicate_quotes_values():
