@@ -169,7 +169,7 @@ ingest_glossary = _reference_asset(
     group_name=GROUP,
     kinds={"spark", "delta"},
     owners=OWNERS,
-    code_version="1",
+    code_version="2",
 )
 def silver_impressions(context: AssetExecutionContext, spark: SparkResource,
                        lakehouse: LakehouseResource) -> MaterializeResult:

@@ -482,7 +482,6 @@ TABLE_SCHEMAS: dict[str, DataFrameSchema] = {
         "ctr": Column("float64", Check.in_range(0, 1)),
         "mean_position": Column("float64", Check.ge(1)),
         "mean_dwell_ms": Column("float64", Check.ge(0), nullable=True),
-        "sessions": Column("int64", Check.ge(1)),
     }),
 }
 

@@ -85,7 +85,7 @@ def test_ingest_two_days_into_bronze_silver_and_quarantine(landed, spark):
     # lineage in the commit and in Dagster: run, asset, partitions, code version, upstream versions
     lineage = store.lineage("silver/impressions")
     assert lineage["dagster_run_id"] == result.run_id
-    assert lineage["asset_key"] == "silver/impressions" and lineage["code_version"] == "1"
+    assert lineage["asset_key"] == "silver/impressions" and lineage["code_version"] == "2"
     assert lineage["partition_keys"] == ["2026-01-01", "2026-01-02"]
     assert lineage["upstream_versions"] == {"bronze/query_logs": store.version("bronze/query_logs")}
     materializations = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}

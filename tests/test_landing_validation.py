@@ -246,7 +246,7 @@ def test_table_checks_name_the_failing_columns_whatever_the_frame():
     """The lakehouse tables' checks: Arrow tables (what the asset checks read) and pandas frames alike."""
     good = {"date": [dt.date(2026, 1, 1)] * 3, "query": ["red shoes", "hoodie", "pesi"], "language": ["en", "en", "it"],
             "doc_id": ["D1", "D2", "D3"], "impressions": [3, 1, 2], "clicks": [1, 0, 2], "ctr": [1 / 3, 0.0, 1.0],
-            "mean_position": [1.5, 2.0, 1.0], "mean_dwell_ms": [300.0, None, 10.0], "sessions": [2, 1, 1]}
+            "mean_position": [1.5, 2.0, 1.0], "mean_dwell_ms": [300.0, None, 10.0]}
     assert check_table("silver/impressions", pa.table(good)).empty
     assert check_table("silver/impressions", pd.DataFrame(good)).empty
     bad = {**good, "query": ["red shoes", "", "pesi"], "language": ["en", "EN!", None], "impressions": [3, 0, 2]}
