@@ -174,6 +174,7 @@ class DeltaStore:
         metadata = json.dumps({**dict(lineage), "write_id": write_id}, sort_keys=True, default=str)
         predicate = partition_predicate(replace) if replace else None
         native = not isinstance(data, pa.Table) and delta_jars_available(data.sparkSession)
+        spark_schema = None if native or isinstance(data, pa.Table) else _arrow_schema_of(data)
         if native:
             writer = data.write.format("delta").mode("overwrite").option(LINEAGE_KEY, metadata)
             if partition_by:
@@ -181,10 +182,10 @@ class DeltaStore:
             writer = writer.option("replaceWhere", predicate) if predicate else writer.option("overwriteSchema", "true")
             writer.save(str(path))
             rows = None
-        elif not (self.remote or isinstance(data, pa.Table)) and _committable(_arrow_schema_of(data), partition_by):
-            rows = self._commit_spark_files(table, data, partition_by, replace, metadata)
+        elif spark_schema is not None and not self.remote and _committable(spark_schema, partition_by):
+            rows = self._commit_spark_files(table, data, spark_schema, partition_by, replace, metadata)
         else:
-            with self._arrow_stream(data) as (stream, counted):
+            with self._arrow_stream(data, spark_schema) as (stream, counted):
                 write_deltalake(
                     str(path),
                     stream,
@@ -203,13 +204,12 @@ class DeltaStore:
             rows = int(commit.get("operationMetrics", {}).get("numOutputRows", -1))
         return WriteResult(table, path, version, rows, schema, native)
 
-    def _commit_spark_files(self, table: str, data: "DataFrame", partition_by: list[str] | None,
+    def _commit_spark_files(self, table: str, data: "DataFrame", schema: pa.Schema, partition_by: list[str] | None,
                             replace: Mapping[str, Iterable[Any]] | None, metadata: str) -> int:
         """Spark's executors write the Parquet files, which move into the table's folder as they are, and delta-rs
         commits them (``replace``: those partitions; otherwise the whole table, schema included); the rows written.
         No byte of the data passes through the driver, so the write scales with the executors."""
-        path, schema = self.path(table), _arrow_schema_of(data)
-        existing = self._table(table) if replace else None
+        path, existing = self.path(table), self._table(table) if replace else None
         if existing is not None and _columns(existing.schema()) != _columns(DeltaSchema.from_arrow(schema)):
             raise SchemaMismatchError(f"{table}: the partitions to replace have other columns than the table "
                                       f"({_columns(DeltaSchema.from_arrow(schema))} against "
@@ -232,8 +232,9 @@ class DeltaStore:
         return sum(json.loads(action.stats)["numRecords"] for action in actions)
 
     @contextmanager
-    def _arrow_stream(self, data: "DataFrame | pa.Table"):
-        """(record batches, {"rows": n once consumed}) of an Arrow table or a Spark DataFrame.
+    def _arrow_stream(self, data: "DataFrame | pa.Table", schema: pa.Schema | None):
+        """(record batches, {"rows": n once consumed}) of an Arrow table, or of a Spark DataFrame of ``schema``
+        (``_arrow_schema_of``).
 
         A DataFrame is not collected to the driver (a million-row window would not fit its memory):
         Spark's executors write it to Parquet under ``_staging/`` and delta-rs streams the files batch
@@ -248,7 +249,6 @@ class DeltaStore:
         if isinstance(data, pa.Table):
             yield pa.RecordBatchReader.from_batches(data.schema, counting(data.to_batches())), counted
             return
-        schema = _arrow_schema_of(data)
         # Spark's executors write local files (an object store needs jars and credentials Spark does not have)
         staging = Path(tempfile.mkdtemp(prefix="serm-staging-")) if self.remote else \
             self.root / "_staging" / uuid.uuid4().hex
@@ -318,8 +318,7 @@ def _moved_file(file: Path, staging: Path, table: Path) -> AddAction:
         values[column] = None if value == HIVE_NULL else unquote(value)
     stat = target.stat()
     stats = json.dumps({"numRecords": pq.read_metadata(target).num_rows})
-    return AddAction(relative.as_posix(), stat.st_size, values, stat.st_mtime_ns // 1_000_000,
-                     True, stats)
+    return AddAction(relative.as_posix(), stat.st_size, values, stat.st_mtime_ns // 1_000_000, True, stats)
 
 
 def _spark_schema(schema: pa.Schema):
