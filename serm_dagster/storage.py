@@ -34,7 +34,7 @@ import pyarrow.dataset as pa_dataset
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake import Schema as DeltaSchema
-from deltalake.exceptions import SchemaMismatchError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, SchemaMismatchError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
@@ -45,6 +45,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 LINEAGE_KEY = "userMetadata"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the folder name Spark gives a null partition value
+# a partition replacement of Spark's files is committed again on a newer snapshot when another writer's commit
+# (another day's replacement, say) came first: delta-rs's own writer resolves those itself
+COMMIT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -227,8 +230,16 @@ class DeltaStore:
                                           partition_by=partition_by, commit_properties=commit)
         else:
             filters = [(column, "in", [str(v) for v in values]) for column, values in replace.items()]
-            existing.create_write_transaction(actions, mode="overwrite", schema=schema, partition_by=partition_by,
-                                              partition_filters=filters, commit_properties=commit)
+            for attempt in range(1, COMMIT_ATTEMPTS + 1):
+                try:
+                    existing.create_write_transaction(actions, mode="overwrite", schema=schema,
+                                                      partition_by=partition_by, partition_filters=filters,
+                                                      commit_properties=commit)
+                    break
+                except CommitFailedError:  # another writer committed since this snapshot: replace on top of it
+                    if attempt == COMMIT_ATTEMPTS:
+                        raise
+                    existing.update_incremental()
         return sum(json.loads(action.stats)["numRecords"] for action in actions)
 
     @contextmanager
