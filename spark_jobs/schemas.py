@@ -511,6 +511,7 @@ def _arrow_text_schema(name: str) -> DataFrameSchema:
     text = {column: {"dtype": ARROW_TEXT} for column, spec in schema.columns.items() if str(spec.dtype) == "str"}
     return schema.update_columns(text) if text else schema
 
+
 TABLE_SCHEMAS.update({
     "gold/training_sets": _table("gold/training_sets", {
         "training_set": Column(str), "query": Column(str, Check.str_length(min_value=1)), "language": LANGUAGE,
