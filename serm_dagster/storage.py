@@ -213,10 +213,11 @@ class DeltaStore:
         commits them (``replace``: those partitions; otherwise the whole table, schema included); the rows written.
         No byte of the data passes through the driver, so the write scales with the executors."""
         path, existing = self.path(table), self._table(table) if replace else None
-        if existing is not None and _columns(existing.schema()) != _columns(DeltaSchema.from_arrow(schema)):
+        columns = _columns(DeltaSchema.from_arrow(schema))
+        if existing is not None and _columns(existing.schema()) != columns:
             raise SchemaMismatchError(f"{table}: the partitions to replace have other columns than the table "
-                                      f"({_columns(DeltaSchema.from_arrow(schema))} against "
-                                      f"{_columns(existing.schema())}); write the table whole, or delete {path}")
+                                      f"({columns} against {_columns(existing.schema())}); write the table whole, "
+                                      f"or delete {path}")
         staging = self.root / "_staging" / uuid.uuid4().hex
         try:
             writer = data.write.mode("overwrite")
